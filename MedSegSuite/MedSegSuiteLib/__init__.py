@@ -1,0 +1,4 @@
+"""Slicer-side library of the MedSegSuite modules: the MRML bridge and shared panel logic.
+
+Imports Slicer's MRML classes (3D Slicer, or slicer-core on PyPI); the backend package
+`medsegsuite` never imports this."""

@@ -1,0 +1,2 @@
+"""MedSegSuite backend."""
+__version__ = "0.1.0"

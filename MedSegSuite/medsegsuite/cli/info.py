@@ -1,0 +1,38 @@
+"""``medsegsuite info``: what is installed and usable here."""
+from __future__ import annotations
+
+import json
+
+
+def register(sub):
+    p = sub.add_parser("info", help="versions, device, sample data and models available here")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from .. import __version__
+    from ..engine.device import CPU_WARNING, resolve_device
+    from ..errors import MissingDataError
+
+    out = {"medsegsuite": __version__}
+    import torch
+
+    out["torch"] = torch.__version__
+    dev = resolve_device("auto")
+    out["device"] = dev
+    data = {}
+    from ..sampledata import colin_paths, lits117_paths
+
+    for name, fn in (("lits117", lits117_paths), ("colin27", colin_paths)):
+        try:
+            fn()
+            data[name] = "available"
+        except MissingDataError as e:
+            data[name] = str(e)
+    out["sample_data"] = data
+    from ..models import default_registry
+
+    out["models"] = sorted(default_registry().entries)
+    print(json.dumps(out, indent=2))
+    if dev == "cpu":
+        print("note: " + CPU_WARNING)

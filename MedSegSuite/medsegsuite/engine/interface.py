@@ -1,0 +1,108 @@
+"""What every backend offers, local or remote. Plain data only: numpy arrays, dicts, strings."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import MedSegError
+from ..volume import Volume
+
+API_VERSION = "1.0"
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = {JobState.DONE, JobState.CANCELLED, JobState.FAILED}
+
+
+class JobFailed(MedSegError):
+    """A job ended in the failed or cancelled state; ``state`` says which."""
+
+    def __init__(self, message: str, state: JobState = JobState.FAILED):
+        super().__init__(message)
+        self.state = state
+
+
+@dataclass
+class JobEvent:
+    seq: int
+    state: JobState
+    fraction: float = 0.0
+    message: str = ""
+    time: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "state": self.state.value, "fraction": self.fraction,
+                "message": self.message, "time": self.time}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JobEvent":
+        return cls(int(d["seq"]), JobState(d["state"]), float(d["fraction"]), d.get("message", ""),
+                   float(d.get("time", 0.0)))
+
+
+@dataclass
+class JobResult:
+    """Named masks (bool, [i, j, k], on the job image's grid) + extra arrays + a JSON-able report."""
+
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The one interface panels, CLI and batch scripts use. `LocalBackend` and `RemoteBackend` both
+    implement it, so a panel never knows where its job runs."""
+
+    def handshake(self) -> dict:
+        """``{"api_version", "server_version", "device", "tasks": [...]}``."""
+
+    def set_image(self, volume: Volume) -> str:
+        """Hand an image to the backend once; the returned id (its content fingerprint) names it in
+        later jobs. Setting the same image again is free."""
+
+    def release_image(self, image_id: str) -> None: ...
+
+    def list_models(self, task: str | None = None) -> list[dict]: ...
+
+    def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
+                  inputs: dict[str, np.ndarray] | None = None) -> str:
+        """Queue a job; returns its id at once."""
+
+    def events(self, job_id: str, since: int = 0) -> list[JobEvent]:
+        """Progress events with ``seq > since``, in order."""
+
+    def state(self, job_id: str) -> JobState: ...
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_event: Callable[[JobEvent], None] | None = None) -> JobState: ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def result(self, job_id: str) -> JobResult:
+        """The result of a done job; raises `JobFailed` for a failed or cancelled one."""
+
+    def close(self) -> None: ...
+
+
+def run_job(backend: Backend, task: str, image: Volume | None = None, params: dict | None = None,
+            inputs: dict | None = None, on_event=None, timeout: float | None = None) -> JobResult:
+    """Convenience for CLI and scripts: set the image, run one job to the end, return its result."""
+    image_id = backend.set_image(image) if image is not None else None
+    job = backend.start_job(task, image_id, params or {}, inputs)
+    try:
+        backend.wait(job, timeout=timeout, on_event=on_event)
+    except KeyboardInterrupt:
+        backend.cancel(job)
+        raise
+    return backend.result(job)

@@ -1,0 +1,103 @@
+"""`LocalBackend`: the Backend interface in-process, on one persistent worker thread."""
+from __future__ import annotations
+
+import time
+
+from .. import __version__
+from ..errors import InputError
+from ..models.registry import default_registry
+from ..volume import Volume
+from .cache import BackendCaches
+from .device import describe_device, resolve_device
+from .interface import API_VERSION, TERMINAL_STATES, JobEvent, JobFailed, JobResult, JobState
+from .tasks import available_tasks
+from .worker import Worker
+
+
+class LocalBackend:
+    def __init__(self, device: str = "auto", max_images: int = 16):
+        self.device = resolve_device(device)
+        self.caches = BackendCaches()
+        self.images: dict[str, Volume] = {}
+        self.max_images = max_images
+        self.worker = Worker(self.device, self.caches, self.images)
+
+    # -- Backend interface -------------------------------------------------------------------
+    def handshake(self) -> dict:
+        return {"api_version": API_VERSION, "server_version": __version__, "device": self.device,
+                "device_name": describe_device(self.device), "tasks": sorted(available_tasks())}
+
+    def set_image(self, volume: Volume) -> str:
+        if not isinstance(volume, Volume):
+            raise InputError("set_image takes a medsegsuite Volume")
+        volume.require_finite()
+        image_id = volume.fingerprint()
+        if image_id not in self.images:
+            if len(self.images) >= self.max_images:  # drop the oldest image that no job uses
+                busy = {j.image_id for j in self.worker.jobs.values() if j.state not in TERMINAL_STATES}
+                for old in list(self.images):
+                    if old not in busy:
+                        self.release_image(old)
+                        break
+            self.images[image_id] = volume
+        return image_id
+
+    def release_image(self, image_id: str) -> None:
+        self.images.pop(image_id, None)
+        self.caches.drop_image(image_id)
+
+    def list_models(self, task: str | None = None) -> list[dict]:
+        return [e.to_dict() for e in default_registry().list(task)]
+
+    def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
+                  inputs: dict | None = None, client: str = "local") -> str:
+        return self.worker.submit(task, image_id, params or {}, inputs or {}, client).id
+
+    def _job(self, job_id: str):
+        job = self.worker.jobs.get(job_id)
+        if job is None:
+            raise InputError(f"unknown job id '{job_id}'")
+        return job
+
+    def events(self, job_id: str, since: int = 0) -> list[JobEvent]:
+        job = self._job(job_id)
+        with job._lock:
+            return [e for e in job.events if e.seq > since]
+
+    def state(self, job_id: str) -> JobState:
+        return self._job(job_id).state
+
+    def wait(self, job_id: str, timeout: float | None = None, on_event=None) -> JobState:
+        job = self._job(job_id)
+        seen = 0
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            finished = job.done_event.wait(0.05)
+            if on_event is not None:
+                for e in self.events(job_id, seen):
+                    seen = e.seq
+                    on_event(e)
+            if finished:
+                return job.state
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state.value} after {timeout} s")
+
+    def cancel(self, job_id: str) -> None:
+        self.worker.cancel(job_id)
+
+    def result(self, job_id: str) -> JobResult:
+        job = self._job(job_id)
+        if job.state == JobState.DONE:
+            return job.result
+        if job.state in (JobState.CANCELLED, JobState.FAILED):
+            raise JobFailed(job.error or f"job {job_id} was {job.state.value}", job.state)
+        raise JobFailed(f"job {job_id} is still {job.state.value}", job.state)
+
+    def close(self) -> None:
+        self.worker.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,172 @@
+"""One persistent worker thread that owns the torch device and runs jobs one at a time.
+
+Jobs are queued per client and served round-robin, so one client's batch cannot starve another's
+click. A job that fails (including out-of-memory on the device) ends in the failed state with a
+clear message; the worker keeps serving.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ..errors import InputError, JobCancelled, MedSegError
+from .interface import TERMINAL_STATES, JobEvent, JobResult, JobState
+from .tasks import JobContext, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    id: str
+    task: str
+    image_id: str | None
+    params: dict
+    inputs: dict
+    client: str = "local"
+    state: JobState = JobState.QUEUED
+    events: list = field(default_factory=list)
+    result: JobResult | None = None
+    error: str = ""
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    done_event: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def emit(self, state: JobState, fraction: float = 0.0, message: str = "") -> None:
+        with self._lock:
+            self.state = state
+            self.events.append(JobEvent(next(self._seq), state, fraction, message, time.time()))
+            if state in TERMINAL_STATES:
+                self.finished = time.time()
+                self.done_event.set()
+
+
+def _is_oom(e: BaseException) -> bool:
+    name = type(e).__name__
+    return "OutOfMemory" in name or "out of memory" in str(e).lower()
+
+
+class Worker:
+    """Runs jobs on one thread. ``images`` maps image id -> Volume (owned by the backend)."""
+
+    def __init__(self, device: str, caches, images: dict, max_finished: int = 256):
+        self.device = device
+        self.caches = caches
+        self.images = images
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self._queues: OrderedDict[str, deque] = OrderedDict()
+        self._cv = threading.Condition()
+        self._stop = False
+        self.max_finished = max_finished
+        self.current: Job | None = None
+        self._thread = threading.Thread(target=self._run, name="medsegsuite-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, task: str, image_id: str | None, params: dict, inputs: dict, client: str = "local") -> Job:
+        spec = get_task(task)
+        if spec.needs_image and image_id is None:
+            raise InputError(f"task '{task}' needs an image; call set_image first")
+        if image_id is not None and image_id not in self.images:
+            raise InputError(f"unknown image id '{image_id}' (released or never set); set the image again")
+        job = Job(uuid.uuid4().hex[:16], task, image_id, dict(params or {}), dict(inputs or {}), client)
+        job.emit(JobState.QUEUED, 0.0, "queued")
+        with self._cv:
+            self.jobs[job.id] = job
+            self._queues.setdefault(client, deque()).append(job)
+            self._trim()
+            self._cv.notify()
+        return job
+
+    def _trim(self):
+        finished = [j for j in self.jobs.values() if j.state in TERMINAL_STATES]
+        for j in finished[: max(0, len(finished) - self.max_finished)]:
+            del self.jobs[j.id]
+
+    def _next(self) -> Job | None:
+        """Round-robin over clients: take the head of the first non-empty queue, then rotate."""
+        for client in list(self._queues):
+            q = self._queues[client]
+            while q and q[0].state in TERMINAL_STATES:  # cancelled while queued
+                q.popleft()
+            if q:
+                job = q.popleft()
+                self._queues.move_to_end(client)
+                return job
+        return None
+
+    def cancel(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise InputError(f"unknown job id '{job_id}'")
+        job.cancel_event.set()
+        with self._cv:
+            if job.state == JobState.QUEUED:
+                job.emit(JobState.CANCELLED, 0.0, "cancelled before it started")
+
+    def _run(self):
+        while True:
+            with self._cv:
+                job = self._next()
+                while job is None and not self._stop:
+                    self._cv.wait(timeout=0.5)
+                    job = self._next()
+                if self._stop:
+                    return
+                self.current = job
+            self._execute(job)
+            self.current = None
+
+    def _execute(self, job: Job):
+        if job.cancel_event.is_set():
+            if job.state not in TERMINAL_STATES:
+                job.emit(JobState.CANCELLED, 0.0, "cancelled before it started")
+            return
+        ctx = JobContext(job.id, self.device, self.caches,
+                         lambda f, m: job.emit(JobState.RUNNING, f, m), job.cancel_event)
+        job.emit(JobState.RUNNING, 0.0, "started")
+        try:
+            spec = get_task(job.task)
+            image = self.images.get(job.image_id) if job.image_id else None
+            if spec.needs_image and image is None:
+                raise InputError(f"image '{job.image_id}' was released before the job ran")
+            out = spec.fn(ctx, image, job.params, job.inputs)
+            ctx.check_cancelled()
+            job.result = out if isinstance(out, JobResult) else JobResult(**out)
+            job.emit(JobState.DONE, 1.0, "done")
+        except JobCancelled:
+            job.emit(JobState.CANCELLED, job.events[-1].fraction, "cancelled")
+        except MedSegError as e:
+            job.error = str(e)
+            job.emit(JobState.FAILED, job.events[-1].fraction, str(e))
+        except Exception as e:  # noqa: BLE001 - a job failure must never kill the worker
+            if _is_oom(e):
+                job.error = (f"out of memory on {self.device} while running '{job.task}': use a smaller "
+                             "slice range/ROI, a smaller model, or the CPU")
+                try:
+                    import torch
+
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                except Exception:  # noqa: BLE001
+                    pass
+            else:
+                job.error = f"{type(e).__name__}: {e}"
+                log.error("job %s (%s) failed:\n%s", job.id, job.task, traceback.format_exc())
+            job.emit(JobState.FAILED, job.events[-1].fraction, job.error)
+
+    def stop(self, timeout: float = 5.0):
+        with self._cv:
+            self._stop = True
+            for j in self.jobs.values():
+                j.cancel_event.set()
+            self._cv.notify_all()
+        self._thread.join(timeout)

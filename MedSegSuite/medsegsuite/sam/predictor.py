@@ -1,0 +1,109 @@
+"""Slice-wise SAM inference with cached embeddings.
+
+Coordinates: a 2D slice ``s = extract_slice(volume, axis, index)`` has shape (H, W); SAM's ``x`` is
+the column (W axis) and ``y`` the row (H axis). Boxes are ``(x0, y0, x1, y1)`` and points ``(x, y)``
+in slice pixels; they are scaled to the model's square input here and nowhere else.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..volume import extract_slice
+from .backbones import SamBackbone, preprocess_slice
+
+
+class SlicePredictor:
+    """Encodes slices once (cache keyed by image id, axis, slice, window) and decodes prompts."""
+
+    def __init__(self, backbone: SamBackbone, device: str = "cpu", cache=None, batch_size: int = 4):
+        self.backbone = backbone
+        self.device = device
+        self.cache = cache if cache is not None else {}
+        self.batch_size = batch_size
+        self.encoder_calls = 0
+
+    def _key(self, image_id, axis, index, window):
+        return (self.backbone.name, image_id, int(axis), int(index), tuple(window) if window else None)
+
+    def _cache_get(self, key):
+        return self.cache.get(key) if hasattr(self.cache, "get") else None
+
+    def _cache_put(self, key, value):
+        if hasattr(self.cache, "put"):
+            self.cache.put(key, value)
+        else:
+            self.cache[key] = value
+
+    def embeddings(self, array: np.ndarray, image_id: str, axis: int, indices, window=None,
+                   progress=None):
+        """Embeddings (1, C, h, w) for the given slices; only uncached slices are encoded, in batches."""
+        import torch
+
+        out, todo = {}, []
+        for i in indices:
+            e = self._cache_get(self._key(image_id, axis, i, window))
+            if e is None:
+                todo.append(i)
+            else:
+                out[i] = e
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            x = np.stack([preprocess_slice(extract_slice(array, axis, i), self.backbone.image_size, window)
+                          for i in chunk])
+            with torch.inference_mode():
+                emb = self.backbone.image_encoder(torch.from_numpy(x).to(self.device))
+            self.encoder_calls += len(chunk)
+            for i, e in zip(chunk, emb):
+                e = e[None].contiguous()
+                self._cache_put(self._key(image_id, axis, i, window), e)
+                out[i] = e
+            if progress is not None:
+                progress(start + len(chunk), len(todo))
+        return out
+
+    def decode(self, embedding, shape_hw, boxes=None, points=None, point_labels=None, mask_logits=None,
+               multimask: bool = False):
+        """Logits at slice resolution (H, W) for one prompt set; several boxes give several masks
+        (N, H, W). ``mask_logits`` is a low-res (S/4 x S/4 ... as SAM expects) dense prompt."""
+        import torch
+        import torch.nn.functional as F
+
+        S = self.backbone.image_size
+        H, W = shape_hw
+        scale = np.array([S / W, S / H], dtype=np.float32)
+        b = p = None
+        if boxes is not None and len(boxes):
+            bx = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            bx = bx * np.tile(scale, 2)
+            b = torch.from_numpy(bx).to(self.device)[:, None, :]
+        if points is not None and len(points):
+            pt = np.asarray(points, dtype=np.float32).reshape(1, -1, 2) * scale
+            lab = np.asarray(point_labels, dtype=np.int64).reshape(1, -1)
+            p = (torch.from_numpy(pt).to(self.device), torch.from_numpy(lab).to(self.device))
+        with torch.inference_mode():
+            sparse, dense = self.backbone.prompt_encoder(points=p, boxes=b, masks=mask_logits)
+            low, iou = self.backbone.mask_decoder(
+                image_embeddings=embedding, image_pe=self.backbone.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+            if multimask:
+                low = low[torch.arange(low.shape[0]), iou.argmax(1)][:, None]
+            logits = F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+        return logits.cpu().numpy()
+
+
+def component_boxes(mask2d: np.ndarray, min_pixels: int = 4, margin: int = 1) -> list[tuple[int, int, int, int]]:
+    """One box (x0, y0, x1, y1) per 8-connected component of a 2D mask ("oracle" prompts)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask2d, structure=np.ones((3, 3)))
+    H, W = mask2d.shape
+    boxes = []
+    for sl, in zip(ndimage.find_objects(lab)):
+        if sl is None:
+            continue
+        rows, cols = sl
+        if np.count_nonzero(mask2d[sl]) < min_pixels:
+            continue
+        boxes.append((max(cols.start - margin, 0), max(rows.start - margin, 0),
+                      min(cols.stop - 1 + margin, W - 1), min(rows.stop - 1 + margin, H - 1)))
+    return boxes
