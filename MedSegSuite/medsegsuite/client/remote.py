@@ -1,0 +1,403 @@
+"""`RemoteBackend`: the Backend interface over HTTP, so panels and CLI never know where a job runs.
+
+What it does for its caller:
+
+* opens a session (a lease) after a version handshake, and renews it from a background heartbeat
+  thread, so the server frees this client's images and jobs if the client vanishes;
+* uploads an image once: ``set_image`` sends the Volume's fingerprint first and the pixels only when
+  the server does not hold them yet (a second client with the same image uploads nothing);
+* sends job inputs and receives masks as compressed binary arrays (masks as bounding-box crops);
+* turns every HTTP failure into a `MedSegError` whose message says what to do (`client.errors`);
+* after a server restart or an expired lease, the job that was running fails with `SessionLost`
+  ("reconnect"), and the next ``start_job`` re-opens a session and re-uploads its image by itself
+  (``auto_reconnect=False`` makes it raise instead).
+
+The hub panel shows :meth:`connection_state` (no network call, cheap to poll) and
+:meth:`handshake` (device name, server version), and may call :meth:`ping` for a live check.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import time
+
+import httpx
+import numpy as np
+
+from .. import __version__
+from .. import protocol as P
+from .. import wire
+from ..engine.interface import TERMINAL_STATES, JobEvent, JobFailed, JobResult, JobState
+from ..errors import InputError
+from ..volume import Volume
+from .errors import AuthError, RemoteError, ServerBusy, ServerUnreachable, SessionLost, VersionMismatch
+
+log = logging.getLogger(__name__)
+
+# connection states shown by the hub panel
+CONNECTED, CONNECTING, DISCONNECTED, SESSION_LOST, AUTH_FAILED, INCOMPATIBLE, CLOSED = (
+    "connected", "connecting", "disconnected", "session lost", "auth failed", "incompatible", "closed")
+
+_RESULT_LIMITS = wire.Limits(max_body_bytes=2**40, max_array_bytes=2**40, max_arrays=4096)
+
+
+class RemoteBackend:
+    """``RemoteBackend(url, api_key=None)``; implements `medsegsuite.engine.Backend`."""
+
+    api_version = P.API_VERSION
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0,
+                 client_name: str | None = None, heartbeat: bool = True, auto_reconnect: bool = True,
+                 verify=True, connect: bool = True, compress_level: int = 1):
+        if not url.startswith(("http://", "https://")):
+            url = "http://" + url
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.client_name = client_name or f"{platform.node() or 'client'}/medsegsuite-{__version__}"
+        self.auto_reconnect = auto_reconnect
+        self.compress_level = compress_level
+        self._use_heartbeat = heartbeat
+        headers = {P.API_HEADER: self.api_version, "User-Agent": f"medsegsuite/{__version__}"}
+        if api_key:
+            headers[P.KEY_HEADER] = f"Bearer {api_key}"
+        base = self.url + P.PREFIX
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout, verify=verify)
+        self._hb_http = httpx.Client(base_url=base, headers=headers, timeout=min(timeout, 10.0), verify=verify)
+        self._lock = threading.RLock()
+        self._images: dict[str, Volume] = {}  # what this client set: re-uploaded after a reconnect
+        self._on_server: set[str] = set()      # image ids the current session holds
+        self._jobs: dict[str, str] = {}        # job id -> session it was started in
+        self.session_id: str | None = None
+        self.server_info: dict = {}
+        self._state, self._error, self._last_ok = DISCONNECTED, "", None
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self.stats = {"requests": 0, "bytes_sent": 0, "bytes_received": 0}
+        if connect:
+            self.connect()
+
+    def __repr__(self):  # never shows the key
+        return f"RemoteBackend({self.url!r}, state={self._state!r})"
+
+    # -- HTTP plumbing -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, content: bytes | None = None, params=None,
+                 session: bool = True, timeout: float | None = None, http=None) -> httpx.Response:
+        http = http or self._http
+        headers = {}
+        if session:
+            if self.session_id is None:
+                raise SessionLost(f"no session with {self.url}: call reconnect()", None, "no_session")
+            headers[P.SESSION_HEADER] = self.session_id
+        if content is not None:
+            headers["Content-Type"] = wire.CONTENT_TYPE
+        try:
+            r = http.request(method, path, content=content, params=params, headers=headers,
+                             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.TimeoutException as e:
+            self._set_state(DISCONNECTED, f"timed out: {e}")
+            raise ServerUnreachable(f"the server at {self.url} did not answer in time ({type(e).__name__}); "
+                                    "it may be overloaded or the network is down") from None
+        except httpx.TransportError as e:
+            self._set_state(DISCONNECTED, str(e))
+            raise ServerUnreachable(f"cannot reach the medsegsuite server at {self.url} ({e}). Is "
+                                    "`medsegsuite serve` running there, is the port right and open, and "
+                                    "does the URL start with http:// or https:// as the server expects?") from None
+        if http is self._http:  # heartbeats are not counted: they are not part of an interaction
+            self._count(r, content, path)
+        if r.status_code >= 400:
+            self._raise_for(r)
+        if r.status_code < 300:
+            self._last_ok = time.monotonic()
+        return r
+
+    def _count(self, r, content, path):
+        self.stats["requests"] += 1
+        self.stats["bytes_sent"] += len(content or b"") + _header_bytes(r.request.headers) + len(path) + 16
+        self.stats["bytes_received"] += len(r.content) + _header_bytes(r.headers) + 16
+
+    def _raise_for(self, r: httpx.Response):
+        try:
+            body = r.json()
+            code, msg = body.get("error"), body.get("message") or r.text
+        except ValueError:
+            code, msg = None, r.text[:300] or r.reason_phrase
+        s = r.status_code
+        where = f"server {self.url}"
+        if s in (401, 403):
+            self._set_state(AUTH_FAILED, msg)
+            raise AuthError(f"{where} refused the request ({s}): {msg}", s, code)
+        if s == 410:
+            self._set_state(SESSION_LOST, msg)
+            with self._lock:
+                self._on_server.clear()
+            raise SessionLost(f"{where}: {msg}", s, code)
+        if s == 426:
+            self._set_state(INCOMPATIBLE, msg)
+            raise VersionMismatch(f"{where}: {msg}", s, code)
+        if s in (429, 503):
+            raise ServerBusy(f"{where} is busy ({s}): {msg}", s, code)
+        if s == 409 and code in (P.E_JOB_FAILED, P.E_JOB_CANCELLED):
+            raise JobFailed(msg, JobState.FAILED if code == P.E_JOB_FAILED else JobState.CANCELLED)
+        if s in (400, 413, 422):
+            raise InputError(msg)
+        raise RemoteError(f"{where} answered {s}: {msg}", s, code)
+
+    def _set_state(self, state: str, error: str = "") -> None:
+        self._state, self._error = state, error
+        if state == CONNECTED:
+            self._last_ok = time.monotonic()
+
+    # -- connection ----------------------------------------------------------------------------
+    def connect(self) -> dict:
+        """Handshake (version check) and open a session; starts the heartbeat thread."""
+        self._set_state(CONNECTING)
+        info = self._request("GET", "/handshake", session=False).json()
+        server_api = str(info.get("api_version"))
+        if not P.compatible(server_api, self.api_version):
+            msg = (f"the server at {self.url} speaks API {server_api} (medsegsuite "
+                   f"{info.get('server_version')}) but this client speaks {self.api_version} (medsegsuite "
+                   f"{__version__}): install the same major version on the client and the server")
+            self._set_state(INCOMPATIBLE, msg)
+            raise VersionMismatch(msg, None, P.E_VERSION)
+        info = self._request("POST", "/sessions", params={"client": self.client_name}, session=False).json()
+        with self._lock:
+            self.session_id = info["session"]
+            self.server_info = info
+            self._on_server.clear()
+        self._set_state(CONNECTED)
+        if self._use_heartbeat and (self._hb_thread is None or not self._hb_thread.is_alive()):
+            self._hb_stop.clear()
+            self._hb_thread = threading.Thread(target=self._heartbeat_loop, name="medsegsuite-heartbeat",
+                                               daemon=True)
+            self._hb_thread.start()
+        return info
+
+    def reconnect(self) -> dict:
+        """A fresh session after a restart or an expired lease; images are re-sent when next used."""
+        with self._lock:
+            self.session_id = None
+            self._on_server.clear()
+        return self.connect()
+
+    def _heartbeat_loop(self):
+        while not self._hb_stop.wait(float(self.server_info.get("heartbeat_interval", 15.0))):
+            if self.session_id is None:
+                continue
+            try:
+                self._request("POST", "/sessions/heartbeat", http=self._hb_http)
+                if self._state != CONNECTED:
+                    self._set_state(CONNECTED)
+            except SessionLost:
+                pass  # state already says so; the next job reconnects
+            except Exception as e:  # noqa: BLE001 - the heartbeat must never die
+                if self._state == CONNECTED:
+                    log.warning("heartbeat to %s failed: %s", self.url, e)
+
+    def stop_heartbeat(self) -> None:
+        """Stop renewing the lease (tests; a client that wants its session to lapse)."""
+        self._hb_stop.set()
+
+    def connection_state(self) -> dict:
+        """What the hub panel shows; no network call, so a timer may call it often."""
+        info = self.server_info
+        return {"state": self._state, "url": self.url, "device": info.get("device"),
+                "device_name": info.get("device_name"), "server_version": info.get("server_version"),
+                "api_version": info.get("api_version"), "session": self.session_id, "error": self._error,
+                "seconds_since_ok": None if self._last_ok is None else round(time.monotonic() - self._last_ok, 1)}
+
+    def ping(self) -> dict:
+        """A live round trip (renews the lease): ``{"ok", "latency_ms", "state", "error"}``."""
+        t0 = time.perf_counter()
+        try:
+            if self.session_id is not None:
+                self._request("POST", "/sessions/heartbeat", http=self._hb_http)
+            else:
+                self._request("GET", "/health", session=False, http=self._hb_http)
+            ok = self._state in (CONNECTED, SESSION_LOST, DISCONNECTED)
+            if self.session_id is not None:
+                self._set_state(CONNECTED)
+        except RemoteError:
+            ok = False
+        return {"ok": ok and self._state == CONNECTED, "latency_ms": round(1000 * (time.perf_counter() - t0), 2),
+                "state": self._state, "error": self._error}
+
+    # -- Backend interface ---------------------------------------------------------------------
+    def handshake(self) -> dict:
+        """The server's ``{"api_version", "server_version", "device", "device_name", "tasks",
+        "capabilities", ...}`` plus ``url``, ``session`` and ``state``."""
+        info = self._request("GET", "/handshake", session=False).json()
+        self.server_info.update(info)
+        return dict(info, url=self.url, session=self.session_id, state=self._state)
+
+    def _session_call(self, fn):
+        """Run ``fn``; after a lost session, reconnect once (if allowed) and run it again."""
+        if self.session_id is None and self.auto_reconnect:
+            self.reconnect()
+        try:
+            return fn()
+        except SessionLost:
+            if not self.auto_reconnect:
+                raise
+            log.warning("session with %s was lost; reconnecting", self.url)
+            self.reconnect()
+            return fn()
+
+    def set_image(self, volume: Volume) -> str:
+        if not isinstance(volume, Volume):
+            raise InputError("set_image takes a medsegsuite Volume")
+        volume.require_finite()
+        image_id = volume.fingerprint()
+        with self._lock:
+            self._images[image_id] = volume
+        self._session_call(lambda: self._ensure_image(image_id))
+        return image_id
+
+    def _ensure_image(self, image_id: str, force: bool = False) -> None:
+        with self._lock:
+            if image_id in self._on_server and not force:
+                return
+            volume = self._images.get(image_id)
+        if volume is None:
+            raise InputError(f"unknown image id '{image_id}' (released or never set); set the image again")
+        try:
+            self._request("POST", f"/images/{image_id}/attach")
+        except RemoteError as e:
+            if e.code != P.E_IMAGE_UNKNOWN:
+                raise
+            body = wire.pack({"geometry": volume.geometry.to_dict(), "name": volume.name},
+                             {"image": volume.array}, self.compress_level)
+            self._check_size(body, f"image '{volume.name}'")
+            self._request("PUT", f"/images/{image_id}", content=body)
+        with self._lock:
+            self._on_server.add(image_id)
+
+    def _check_size(self, body: bytes, what: str) -> None:
+        limit = self.server_info.get("max_upload_bytes")
+        if limit and len(body) > limit:
+            raise InputError(f"{what} is {len(body) / 2**20:.1f} MiB compressed, over the server's upload limit "
+                             f"of {limit / 2**20:.0f} MiB (medsegsuite serve --max-upload-mb); crop it first")
+
+    def release_image(self, image_id: str) -> None:
+        with self._lock:
+            self._images.pop(image_id, None)
+            held = image_id in self._on_server
+            self._on_server.discard(image_id)
+        if held and self.session_id is not None:
+            try:
+                self._request("DELETE", f"/images/{image_id}")
+            except (SessionLost, ServerUnreachable):
+                pass
+
+    def list_models(self, task: str | None = None) -> list[dict]:
+        return self._request("GET", "/models", params={"task": task} if task else None, session=False).json()
+
+    def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
+                  inputs: dict | None = None, client: str | None = None) -> str:
+        """Queue a job on the server (``client`` is ignored: the server queues per session)."""
+        arrays = {}
+        for name, a in (inputs or {}).items():
+            a = np.asarray(a)
+            # sparse masks and scribbles: only their bounding box travels
+            arrays[str(name)] = wire.Crop(a) if a.ndim >= 2 and a.dtype.kind in "bui" else a
+        body = wire.pack({"task": task, "image_id": image_id, "params": params or {}}, arrays, self.compress_level)
+
+        def submit():
+            if image_id is not None:
+                self._ensure_image(image_id)
+            self._check_size(body, f"inputs of job '{task}'")
+            try:
+                r = self._request("POST", "/jobs", content=body)
+            except RemoteError as e:
+                if e.code != P.E_IMAGE_UNKNOWN or image_id is None:
+                    raise
+                self._ensure_image(image_id, force=True)  # the server let it go: send it again, once
+                r = self._request("POST", "/jobs", content=body)
+            return r.json()["job"]
+
+        job_id = self._session_call(submit)
+        with self._lock:
+            self._jobs[job_id] = self.session_id
+        return job_id
+
+    def _job_request(self, job_id: str, method: str, path: str, **kw) -> httpx.Response:
+        with self._lock:
+            sid = self._jobs.get(job_id)
+        if sid is None:
+            raise InputError(f"unknown job id '{job_id}'")
+        if sid != self.session_id:
+            raise SessionLost(f"job {job_id} was lost: the session it ran in on {self.url} is gone (server "
+                              "restarted or lease expired); run it again", 410, "job_lost")
+        try:
+            return self._request(method, path, **kw)
+        except SessionLost as e:
+            raise SessionLost(f"job {job_id} was lost: {e} Run it again (the client reconnects by itself).",
+                              e.status, e.code) from None
+
+    def events(self, job_id: str, since: int = 0, wait: float = 0.0) -> list[JobEvent]:
+        r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params={"since": since, "wait": wait},
+                              timeout=self.timeout + wait)
+        return [JobEvent.from_dict(e) for e in r.json()["events"]]
+
+    def state(self, job_id: str) -> JobState:
+        return JobState(self._job_request(job_id, "GET", f"/jobs/{job_id}").json()["state"])
+
+    def wait(self, job_id: str, timeout: float | None = None, on_event=None) -> JobState:
+        """Long-polls progress events until the job ends (each poll returns as soon as one arrives)."""
+        seen, state = 0, JobState.QUEUED
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params={"since": seen, "wait": left},
+                                  timeout=self.timeout + left).json()
+            for d in r["events"]:
+                e = JobEvent.from_dict(d)
+                seen = max(seen, e.seq)
+                if on_event is not None:
+                    on_event(e)
+            state = JobState(r["state"])
+            if state in TERMINAL_STATES and not r["events"]:
+                return state
+            if state in TERMINAL_STATES and any(d["state"] == state.value for d in r["events"]):
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {state.value} after {timeout} s")
+
+    def cancel(self, job_id: str) -> None:
+        self._job_request(job_id, "POST", f"/jobs/{job_id}/cancel")
+
+    def result(self, job_id: str) -> JobResult:
+        try:
+            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/result")
+        except RemoteError as e:
+            if e.code == P.E_JOB_NOT_DONE:
+                raise JobFailed(str(e), self.state(job_id)) from None
+            raise
+        meta, arrays = wire.unpack(r.content, _RESULT_LIMITS, check_finite=False)
+        masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask/")}
+        extra = {k[6:]: v for k, v in arrays.items() if k.startswith("array/")}
+        return JobResult(masks=masks, arrays=extra, info=meta.get("info", {}))
+
+    def close(self) -> None:
+        self._hb_stop.set()
+        if self.session_id is not None and self._state not in (CLOSED,):
+            try:
+                self._request("DELETE", "/sessions", timeout=5.0)
+            except Exception:  # noqa: BLE001 - closing must not fail
+                pass
+        self.session_id = None
+        if self._hb_thread is not None:
+            self._hb_thread.join(2.0)
+        self._http.close()
+        self._hb_http.close()
+        self._set_state(CLOSED)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _header_bytes(headers) -> int:
+    return sum(len(k) + len(v) + 4 for k, v in headers.raw)

@@ -1,0 +1,50 @@
+"""Names the HTTP server and `RemoteBackend` agree on: paths, headers, error codes, version rule.
+
+Every error response is JSON ``{"error": CODE, "message": "what happened and what to do"}``.
+"""
+from __future__ import annotations
+
+from .engine.interface import API_VERSION
+
+PREFIX = "/v1"
+KEY_HEADER = "Authorization"          # "Bearer <key>" (X-API-Key is accepted too)
+ALT_KEY_HEADER = "X-API-Key"
+SESSION_HEADER = "X-MedSegSuite-Session"
+API_HEADER = "X-MedSegSuite-API"      # the client's API version, checked when a session opens
+
+CAPABILITIES = ["images.fingerprint-reuse", "arrays.zlib", "arrays.bitpacked-bool", "arrays.crop",
+                "results.mask-crops", "jobs.events-longpoll", "jobs.cancel", "sessions.lease"]
+
+# error codes (HTTP status in brackets)
+E_BAD_REQUEST = "bad_request"            # [400] malformed payload, bad params, NaN, wrong dtype/geometry
+E_AUTH_MISSING = "auth_missing"          # [401]
+E_AUTH_WRONG = "auth_wrong"              # [403]
+E_NOT_FOUND = "not_found"                # [404]
+E_IMAGE_UNKNOWN = "image_unknown"        # [404] upload the image (again)
+E_JOB_UNKNOWN = "job_unknown"            # [404]
+E_JOB_NOT_DONE = "job_not_done"          # [409]
+E_JOB_FAILED = "job_failed"              # [409]
+E_JOB_CANCELLED = "job_cancelled"        # [409]
+E_SESSION_EXPIRED = "session_expired"    # [410] lease not renewed in time
+E_SERVER_RESTARTED = "server_restarted"  # [410] the session belongs to an earlier server process
+E_SESSION_MISSING = "session_missing"    # [400] request without a session header
+E_TOO_LARGE = "too_large"                # [413]
+E_VERSION = "version_mismatch"           # [426]
+E_SERVER_FULL = "server_full"            # [503] --max-sessions reached
+E_INTERNAL = "internal"                  # [500]
+
+
+def major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return -1
+
+
+def compatible(a: str, b: str) -> bool:
+    """Client and server interoperate when their API major versions agree."""
+    return major(a) == major(b) and major(a) >= 0
+
+
+__all__ = ["API_VERSION", "PREFIX", "KEY_HEADER", "ALT_KEY_HEADER", "SESSION_HEADER", "API_HEADER",
+           "CAPABILITIES", "major", "compatible"]
