@@ -1,4 +1,17 @@
-"""Segmentation metrics (Dice, surface Dice, HD95, ASD), spacing-aware."""
-from .overlap import dice
+"""Segmentation metrics (Dice, surface Dice, HD95, ASD), spacing-aware, and evaluation reports.
 
-__all__ = ["dice"]
+- `overlap.dice`; `surface` (surfel-area-weighted surface distances, DeepMind/SegRap2023 method);
+- `evaluation` (`structure_metrics`, `evaluate_case`, `evaluate`: long-form rows);
+- `presets` (SegRap2023, Touchstone, LiTS, user JSON files); `stats` (Wilcoxon + Holm);
+- `report` (metrics.csv, summary.csv, comparisons.csv, box plots, report.md).
+No torch here: numpy, scipy, scikit-image (tables) and matplotlib (plots) only.
+"""
+from .overlap import dice
+from .surface import (SurfaceDistances, average_surface_distance, hausdorff, slice_surface_distances,
+                      surface_dice, surface_distances)
+from .evaluation import METRICS, evaluate, evaluate_case, structure_metrics
+from .presets import Preset, Structure, available_presets, load_preset
+
+__all__ = ["dice", "SurfaceDistances", "surface_distances", "slice_surface_distances", "surface_dice",
+           "hausdorff", "average_surface_distance", "METRICS", "structure_metrics", "evaluate_case",
+           "evaluate", "Preset", "Structure", "load_preset", "available_presets"]
