@@ -110,9 +110,11 @@ def load_case(path: Path):
     return seg
 
 
-def _sample_reference(key: str):
+def _sample_reference(sample: str):
+    """A loader for a bundled reference (only LiTS-117 so far)."""
     from ..sampledata import lits117_segmentation
 
+    assert sample == "LiTS-117", sample
     return lits117_segmentation
 
 
@@ -140,6 +142,14 @@ def slices_from_report(path) -> tuple[int, list[int]]:
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
         raise InputError(f"--slices-from: {path} has no settings.evaluated_slices ({e}); "
                          "give a demo report.json") from None
+
+
+def _partial_slices(report: Path) -> bool:
+    try:
+        settings = json.loads(report.read_text()).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return "evaluated_slices" in settings and settings.get("slices") != "all"
 
 
 def read_centres(path) -> dict[str, str]:
@@ -214,6 +224,14 @@ def run(args) -> int:
         if not slices[1]:
             raise InputError(f"--slices '{args.slices}' selects no slice of {n}")
 
+    notes = []
+    if slices is None:
+        for name, path in _pred_sets(args.pred).items():
+            rep = (path if path.is_dir() else path.parent) / "report.json"
+            if rep.exists() and _partial_slices(rep):
+                notes.append(f"{rep} says only some slices were segmented: if '{name}' is demo output, add "
+                             f"--slices-from {rep} to score those slices only (else missing slices count as misses)")
+                print(f"[evaluate] warning: {notes[-1]}")
     rows = evaluate(predictions, references, preset, centres, slices, args.tolerance, log=print)
     scored = list(dict.fromkeys(r["structure"] for r in rows))
     tolerances = preset.tolerances if preset else {n: args.tolerance for n in scored}
@@ -228,6 +246,8 @@ def run(args) -> int:
                 "their 2D contours, in-plane distances)",
                 "empty masks": "both empty: DSC = NSD = 1, HD95 = ASD = 0; one empty: DSC = NSD = 0, "
                 "HD95 = ASD = NaN (counted as n/a)"}
+    if notes:
+        settings["warning"] = "; ".join(notes)
     if sample:
         settings["references"] += " (bundled LiTS-117, assumed 2 mm isotropic spacing)"
     files = write_report(rows, args.out, settings, group_by_centre=group, plots=not args.no_plots)

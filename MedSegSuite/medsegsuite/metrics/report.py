@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import METRICS, HIGHER_IS_BETTER, finite, fmt, summarise
+from .evaluation import METRICS, finite, fmt, summarise
 from .stats import paired_comparisons
 
 LABELS = {"dice": "DSC", "nsd": "NSD", "hd95": "HD95 (mm)", "asd": "ASD (mm)"}
@@ -175,7 +175,7 @@ def markdown_report(rows, summary, comparisons, plots, settings: dict, out: Path
                     cells.append("")
                     continue
                 if metric in ("dice", "nsd"):
-                    cell = f"{fmt(d['mean'], 3)} ± {fmt(d['std'], 3)}"
+                    cell = fmt(d["mean"], 3) + (f" ± {fmt(d['std'], 3)}" if np.isfinite(d["std"]) else "")
                 else:
                     cell = f"{fmt(d['median'], 2)} [{fmt(d['q1'], 2)}, {fmt(d['q3'], 2)}]"
                 if d["n_undefined"]:
@@ -242,4 +242,4 @@ def write_report(rows, out, settings: dict | None = None, group_by_centre: bool 
 
 
 __all__ = ["write_report", "write_metrics_csv", "read_metrics_csv", "summary_rows", "box_plots",
-           "markdown_report", "HIGHER_IS_BETTER"]
+           "markdown_report"]
