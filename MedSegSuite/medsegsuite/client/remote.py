@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 CONNECTED, CONNECTING, DISCONNECTED, SESSION_LOST, AUTH_FAILED, INCOMPATIBLE, CLOSED = (
     "connected", "connecting", "disconnected", "session lost", "auth failed", "incompatible", "closed")
 
+if logging.getLogger("httpx").level == logging.NOTSET:  # one INFO line per poll would drown the CLI's output
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
 _RESULT_LIMITS = wire.Limits(max_body_bytes=2**40, max_array_bytes=2**40, max_arrays=4096)
 
 
