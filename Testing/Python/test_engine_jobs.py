@@ -1,0 +1,125 @@
+"""Jobs through the Backend interface as the panels run them (JobRunner): progress events in order,
+cancel stops a running job, and a cancelled or failed job leaves the segmentation untouched."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from MedSegSuiteLib import segments as S  # noqa: E402
+from MedSegSuiteLib.jobs import JobRunner, Phase  # noqa: E402
+from MedSegSuiteLib.volumes import volume_to_node  # noqa: E402
+from medsegsuite.engine import JobResult, JobState, task  # noqa: E402
+from medsegsuite.errors import InputError  # noqa: E402
+
+STEPS = 40
+started = threading.Event()
+steps_run = {"n": 0}
+
+
+@task("test.jobs.box", description="test-only: a box mask, in steps with progress and cancel points")
+def _box_task(ctx, image, params, inputs):
+    delay = float(params.get("delay", 0.0))
+    started.clear()
+    steps_run["n"] = 0
+    for step in range(STEPS):
+        ctx.progress(step / STEPS, f"step {step + 1}/{STEPS}")
+        steps_run["n"] = step + 1
+        started.set()
+        if params.get("fail_at") == step:
+            raise InputError("test failure on purpose")
+        time.sleep(delay)
+    m = np.zeros(image.shape, bool)
+    m[1:4, 1:5, 1:3] = True
+    return JobResult(masks={"tumour": m}, info={"steps": STEPS})
+
+
+@pytest.fixture
+def scene_seg(oblique_volume):
+    scene = slicer.vtkMRMLScene()
+    volume_to_node(oblique_volume, scene, "img")
+    g = oblique_volume.geometry
+    seg = S.new_segmentation_node(scene, "seg", g)
+    liver = np.zeros(g.shape, bool)
+    liver[0:6, 0:6, 0:5] = True
+    S.write_masks(seg, {"liver": liver, "tumour": liver & False}, g)
+    return seg, g
+
+
+def _snapshot(seg, g):
+    return S.read_masks(seg, g)
+
+
+def _importer(seg, g):
+    return lambda result: S.write_masks(seg, result.masks, g)
+
+
+def test_progress_events_in_order_and_result_imported(backend, oblique_volume, scene_seg):
+    seg, g = scene_seg
+    image_id = backend.set_image(oblique_volume)
+    job = backend.start_job("test.jobs.box", image_id, {})
+    seen = []
+    assert backend.wait(job, timeout=30, on_event=seen.append) == JobState.DONE
+    seqs = [e.seq for e in seen]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    states = [e.state for e in seen]
+    assert states[0] == JobState.QUEUED and states[-1] == JobState.DONE
+    assert set(states[1:-1]) == {JobState.RUNNING}
+    fractions = [e.fraction for e in seen if e.state == JobState.RUNNING]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx((STEPS - 1) / STEPS)
+    assert [e.message for e in seen if e.message.startswith("step")][:3] == ["step 1/40", "step 2/40", "step 3/40"]
+
+    changes = []
+    runner = JobRunner(backend, on_change=lambda r: changes.append((r.phase, r.fraction)))
+    runner.start("test.jobs.box", oblique_volume, {}, importer=_importer(seg, g))
+    assert runner.wait(timeout=30) == Phase.DONE
+    assert runner.phases == [Phase.STARTING, Phase.RUNNING, Phase.IMPORTING, Phase.DONE]
+    progress = [f for p, f in changes if p == Phase.RUNNING]
+    assert progress == sorted(progress) and len(progress) > 1
+    out = _snapshot(seg, g)
+    assert out["tumour"][1:4, 1:5, 1:3].all() and out["tumour"].sum() == 3 * 4 * 2
+
+
+def test_cancel_stops_running_job_and_leaves_segmentation(backend, oblique_volume, scene_seg):
+    seg, g = scene_seg
+    before = _snapshot(seg, g)
+    imported = []
+    runner = JobRunner(lambda: backend)
+    runner.start("test.jobs.box", oblique_volume, {"delay": 0.05},
+                 importer=lambda r: imported.append(r) or _importer(seg, g)(r))
+    assert started.wait(10)
+    while runner.phase != Phase.RUNNING:
+        runner.poll()
+        time.sleep(0.01)
+    runner.cancel()
+    t0 = time.time()
+    assert runner.wait(timeout=10) == Phase.CANCELLED
+    assert time.time() - t0 < 2.0                          # stopped at its next step, not at the end
+    assert steps_run["n"] < STEPS
+    assert backend.state(runner.job_id) == JobState.CANCELLED
+    assert imported == []
+    after = _snapshot(seg, g)
+    assert list(after) == list(before)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    # the worker is free again: the next job runs to the end
+    again = JobRunner(backend)
+    again.start("test.jobs.box", oblique_volume, {})
+    assert again.wait(timeout=30) == Phase.DONE
+
+
+def test_failed_and_unknown_jobs_leave_segmentation(backend, oblique_volume, scene_seg):
+    seg, g = scene_seg
+    before = _snapshot(seg, g)
+    runner = JobRunner(backend)
+    runner.start("test.jobs.box", oblique_volume, {"fail_at": 3}, importer=_importer(seg, g))
+    assert runner.wait(timeout=30) == Phase.FAILED
+    assert "test failure on purpose" in runner.error
+    runner.start("cosam.does-not-exist", oblique_volume, {}, importer=_importer(seg, g))
+    assert runner.phase == Phase.FAILED and runner.job_id is None
+    assert "unknown task 'cosam.does-not-exist'" in runner.error
+    after = _snapshot(seg, g)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])

@@ -1,0 +1,100 @@
+"""Writing masks into a real vtkMRMLSegmentationNode: policies, protected neighbours, undo."""
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from MedSegSuiteLib import segments as S  # noqa: E402
+from MedSegSuiteLib.volumes import volume_to_node  # noqa: E402
+from medsegsuite.errors import InputError  # noqa: E402
+
+
+@pytest.fixture
+def setup(oblique_volume):
+    scene = slicer.vtkMRMLScene()
+    volume_to_node(oblique_volume, scene, "img")
+    seg = S.new_segmentation_node(scene, "seg")
+    g = oblique_volume.geometry
+    rng = np.random.default_rng(1)
+    neighbour = rng.random(g.shape) > 0.6          # a ragged "finished" structure
+    new = np.zeros(g.shape, bool)
+    new[2:8, 3:10, 1:6] = True                     # overlaps the neighbour a lot
+    assert (neighbour & new).sum() > 50
+    return scene, seg, g, neighbour, new
+
+
+def snapshot(seg, g):
+    return {n: S.read_masks(seg, g, [n])[n].copy() for n in S.segment_names(seg)}
+
+
+def test_finished_neighbour_identical_under_default_policy(setup):
+    scene, seg, g, neighbour, new = setup
+    S.write_masks(seg, {"liver": neighbour}, g)
+    S.set_finished(seg, "liver")
+    S.write_masks(seg, {"tumour": new}, g)  # default policy
+    out = snapshot(seg, g)
+    np.testing.assert_array_equal(out["liver"], neighbour)
+    np.testing.assert_array_equal(out["tumour"], new)  # "none" allows overlap, as the editor does
+    # the reference geometry is the input image grid
+    ref = seg.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    vals = [float(x) for x in ref.split(";") if x]
+    np.testing.assert_allclose(np.array(vals[:16]).reshape(4, 4), g.ijk_to_ras, atol=1e-9)
+    assert vals[16:] == [0, g.shape[0] - 1, 0, g.shape[1] - 1, 0, g.shape[2] - 1]
+
+
+def test_overwrite_all_and_visible_spare_protected(setup):
+    scene, seg, g, neighbour, new = setup
+    other = np.zeros(g.shape, bool)
+    other[0:5, 0:11, 0:7] = True
+    hidden = np.zeros(g.shape, bool)
+    hidden[4:9, 0:4, :] = True
+    S.write_masks(seg, {"liver": neighbour, "spleen": other, "hidden": hidden}, g)
+    S.set_locked(seg, "liver")
+    seg.GetDisplayNode().SetSegmentVisibility(S.segment_id(seg, "hidden"), False)
+    S.write_masks(seg, {"tumour": new}, g, overwrite="visible")
+    out = snapshot(seg, g)
+    np.testing.assert_array_equal(out["liver"], neighbour)          # locked: untouched
+    np.testing.assert_array_equal(out["tumour"], new & ~neighbour)  # clipped out of it
+    np.testing.assert_array_equal(out["spleen"], other & ~out["tumour"])
+    np.testing.assert_array_equal(out["hidden"], hidden)            # not visible: untouched
+    S.write_masks(seg, {"tumour": new}, g, overwrite="all")
+    out = snapshot(seg, g)
+    np.testing.assert_array_equal(out["hidden"], hidden & ~out["tumour"])
+    assert (hidden & new & ~neighbour).any()
+    np.testing.assert_array_equal(out["liver"], neighbour)
+
+
+def test_undo_restores_exactly(setup):
+    scene, seg, g, neighbour, new = setup
+    S.write_masks(seg, {"liver": neighbour}, g, colors={"liver": (0.1, 0.2, 0.3)})
+    before = snapshot(seg, g)
+    changed = neighbour.copy()
+    changed[:, :, 3] = ~changed[:, :, 3]
+    S.write_masks(seg, {"liver": changed, "tumour": new}, g, overwrite="all")
+    assert not np.array_equal(snapshot(seg, g)["liver"], before["liver"])
+    assert S.undo_last_write(seg)
+    after = snapshot(seg, g)
+    assert list(after) == ["liver"]
+    np.testing.assert_array_equal(after["liver"], before["liver"])
+    color = seg.GetSegmentation().GetSegment(S.segment_id(seg, "liver")).GetColor()
+    np.testing.assert_allclose(color, (0.1, 0.2, 0.3))
+    assert S.undo_last_write(seg)               # and the first write too
+    assert S.segment_names(seg) == []
+    assert not S.undo_last_write(seg)
+
+
+def test_bad_input_changes_nothing(setup):
+    scene, seg, g, neighbour, new = setup
+    S.write_masks(seg, {"liver": neighbour}, g)
+    S.set_finished(seg, "liver")
+    before = snapshot(seg, g)
+    with pytest.raises(InputError, match="locked or marked finished"):
+        S.write_masks(seg, {"liver": new}, g, overwrite="all")
+    with pytest.raises(InputError, match="shape"):
+        S.write_masks(seg, {"tumour": new[:-1]}, g)
+    with pytest.raises(InputError, match="overwrite must be"):
+        S.write_masks(seg, {"tumour": new}, g, overwrite="everything")
+    after = snapshot(seg, g)
+    assert list(after) == list(before)
+    np.testing.assert_array_equal(after["liver"], before["liver"])
