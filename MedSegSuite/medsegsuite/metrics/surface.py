@@ -4,8 +4,8 @@ The method is the one of DeepMind's *surface-distance* package that SegRap2023 s
 (Nikolov et al. 2021): the surface of a mask is made of surface elements ("surfels") on the grid of
 voxel corners. For each corner, the 2x2x2 voxels around it form one of 256 configurations; the
 marching-cubes surface through that cell has an area that depends only on the configuration and the
-voxel spacing. Distances from each surfel of one mask to the nearest surfel of the other come from a
-Euclidean distance transform in mm (anisotropic spacing handled exactly), and every statistic is
+voxel spacing. Distances from each surfel of one mask to the nearest surfel of the other are exact Euclidean
+distances in mm (a k-d tree over surfel positions; the same numbers as a distance transform) (anisotropic spacing handled exactly), and every statistic is
 weighted by surfel area, so a coarse through-plane spacing does not over-count in-plane faces.
 
 The area table is derived here (not copied): marching cubes (Lorensen) on each configuration with
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 
@@ -177,9 +176,29 @@ def surface_distances(pred, ref, spacing) -> SurfaceDistances:
     if not bp.any() or not br.any():  # one mask empty: no distances
         return _sorted(np.full(int(br.sum()), np.inf), table[cr[br]],
                        np.full(int(bp.sum()), np.inf), table[cp[bp]])
-    dist_to_p = ndimage.distance_transform_edt(~bp, sampling=sp)
-    dist_to_r = ndimage.distance_transform_edt(~br, sampling=sp)
-    return _sorted(dist_to_p[br], table[cr[br]], dist_to_r[bp], table[cp[bp]])
+    return _sorted(_nearest(br, bp, sp), table[cr[br]], _nearest(bp, br, sp), table[cp[bp]])
+
+
+def _nearest(src: np.ndarray, dst: np.ndarray, spacing) -> np.ndarray:
+    """Euclidean distance (mm) from each True corner of ``src`` to the nearest True corner of ``dst``.
+
+    The same numbers a distance transform of ``~dst`` sampled at ``src`` gives, but a k-d tree over the
+    surfels costs O(surfels log surfels) instead of O(voxels in the box): ~10x faster for big organs.
+    """
+    from scipy.spatial import cKDTree
+
+    sp = np.asarray(spacing, dtype=float)
+    out = np.zeros(int(src.sum()))
+    away = ~dst[src]  # surfels on both surfaces are at distance 0: query only the others
+    if not away.any():
+        return out
+    a = np.argwhere(src & ~dst) * sp  # same (C) order as src[...] indexing
+    b = np.argwhere(dst) * sp
+    if len(b) * len(a) < 4096:  # tiny: brute force
+        out[away] = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    else:
+        out[away] = cKDTree(b).query(a, k=1)[0]
+    return out
 
 
 def slice_surface_distances(pred, ref, spacing, axis: int, indices) -> SurfaceDistances:
