@@ -112,17 +112,17 @@ def box_plots(rows, folder, group_by_centre: bool = False, metrics=METRICS) -> l
                            fontsize=7)
         ax.set_xlim(-0.6, len(groups) - 0.4)
 
-    def legend(fig):
+    def legend(ax):
         if len(methods) > 1:
             handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i % len(colours)], alpha=0.6) for i in range(len(methods))]
-            fig.legend(handles, methods, loc="upper right", fontsize=7)
+            ax.legend(handles, methods, loc="best", fontsize=7, framealpha=0.7)
 
     for metric in metrics:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(structures) * max(1, len(methods)) + 2), 3.4))
         boxes(ax, structures, lambda m, s: finite(r[metric] for r in rows if r["method"] == m and r["structure"] == s))
         ax.set_ylabel(LABELS[metric])
         ax.set_title(f"{LABELS[metric]} per structure", fontsize=9)
-        legend(fig)
+        legend(ax)
         fig.tight_layout()
         p = folder / f"box_{metric}.png"
         fig.savefig(p, dpi=90)
@@ -142,7 +142,7 @@ def box_plots(rows, folder, group_by_centre: bool = False, metrics=METRICS) -> l
                 ax.set_ylabel(LABELS[metric], fontsize=7)
             for j in range(n, nrow * ncol):
                 axes[j // ncol, j % ncol].axis("off")
-            legend(fig)
+            legend(axes[0, 0])
             fig.suptitle(f"{LABELS[metric]} per centre", fontsize=9)
             fig.tight_layout()
             p = folder / f"box_{metric}_by_centre.png"
