@@ -236,3 +236,15 @@ def test_128_cube_with_several_structures_is_fast():
     for s in structures:
         structure_metrics(np.roll(s, 2, axis=0), s, (1, 1, 2), 1.0)
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_contour_length_table_matches_published_2d_table():
+    """The 2D (marching squares) table used for slice-restricted scoring equals MONAI's/DeepMind's."""
+    from monai.metrics.utils import ENCODING_KERNEL, create_table_neighbour_code_to_contour_length
+    from medsegsuite.metrics.surface import _OFFSETS2, contour_length_table
+
+    kernel = np.asarray(ENCODING_KERNEL[2])
+    perm = [sum(1 << bit for bit, off in enumerate(_OFFSETS2) if mc & int(kernel[off])) for mc in range(16)]
+    for sp in [(1.0, 1.0), (0.7, 2.0)]:
+        ref = create_table_neighbour_code_to_contour_length(sp)[0].numpy()
+        assert np.allclose(contour_length_table(sp)[perm], ref, atol=1e-6)
