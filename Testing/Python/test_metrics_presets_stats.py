@@ -97,6 +97,13 @@ def test_slice_restricted_metrics():
     assert r["hd95"] == pytest.approx(1.0) and r["nsd"] == pytest.approx(1.0)
     full = structure_metrics(pred, ref, sp, 1.0)
     assert full["dice"] < 0.4  # the unsegmented slices count as misses in 3D
+    # a chosen slice where the prediction is missing: distances go to the nearest chosen slice that has
+    # it (12 mm away along the 3 mm axis), so they stay finite and show up in HD/ASD
+    pred[:, :, 8] = False
+    r = structure_metrics(pred, ref, sp, 1.0, slices=(2, idx))
+    assert r["hd95"] == pytest.approx(math.hypot(12.0, 1.0), abs=0.6) and math.isfinite(r["asd"])
+    # reference contours on slices 4, 8, 12, prediction's on 4, 12 (equal lengths): (2 + 2) / (3 + 2)
+    assert r["nsd"] == pytest.approx(4 / 5)
 
 
 def test_holm_and_wilcoxon():

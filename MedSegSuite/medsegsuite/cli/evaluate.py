@@ -197,10 +197,18 @@ def run(args) -> int:
     preset = load_preset(preset_spec) if preset_spec else None
 
     predictions = {}
+    only = next(iter(references)) if len(references) == 1 else None
     for name, path in _pred_sets(args.pred).items():
         found = discover(path)
-        if path.is_file() and len(references) == 1:  # one file against one reference: names need not match
-            found = {next(iter(references)): path}
+        if only and path.is_file():  # one file against one reference: names need not match
+            found = {only: path}
+        elif only and only not in found and path.is_dir():
+            # a folder of results for the one reference case (e.g. demo_out): each file is a method
+            for cid, p in found.items():
+                if cid in predictions:
+                    raise InputError(f"two prediction sets are named '{cid}'; name them with --pred NAME=PATH")
+                predictions[cid] = {only: (lambda p=p: load_case(p))}
+            continue
         predictions[name] = {cid: (lambda p=p: load_case(p)) for cid, p in found.items()}
 
     group = bool(args.group_by)
@@ -235,7 +243,8 @@ def run(args) -> int:
     rows = evaluate(predictions, references, preset, centres, slices, args.tolerance, log=print)
     scored = list(dict.fromkeys(r["structure"] for r in rows))
     tolerances = preset.tolerances if preset else {n: args.tolerance for n in scored}
-    settings = {"predictions": ", ".join(f"{m} = {p}" for m, p in _pred_sets(args.pred).items()),
+    settings = {"predictions": ", ".join(f"{m} = {p}" for m, p in _pred_sets(args.pred).items())
+                + (f" (methods: {', '.join(predictions)})" if len(predictions) > len(args.pred) else ""),
                 "references": str(args.ref),
                 "preset": (f"{preset.name}: {preset.description}" if preset.description else preset.name)
                 if preset else f"none (the references' segment names, NSD tolerance {args.tolerance:g} mm)",

@@ -14,7 +14,8 @@ other half takes its complement's area. This reproduces the published table exac
 it against MONAI's copy).
 
 2D (one slice) works the same way with 2x2 cells and contour lengths; `slice_surface_distances`
-pools 2D contour elements from chosen slices (used when only some slices were segmented).
+pools the 2D contour elements of chosen slices at their 3D positions (used when only some slices
+were segmented, as in the demo).
 
 Empty-mask rules (same as SegRap2023's evaluation):
 
@@ -132,10 +133,6 @@ class SurfaceDistances:
     def empty_pred(self) -> bool:
         return self.pred_areas.sum() == 0
 
-    def merged(self, other: "SurfaceDistances") -> "SurfaceDistances":
-        return _sorted(np.r_[self.ref_to_pred, other.ref_to_pred], np.r_[self.ref_areas, other.ref_areas],
-                       np.r_[self.pred_to_ref, other.pred_to_ref], np.r_[self.pred_areas, other.pred_areas])
-
 
 def _sorted(d_rp, a_r, d_pr, a_p) -> SurfaceDistances:
     i, j = np.argsort(d_rp, kind="stable"), np.argsort(d_pr, kind="stable")
@@ -183,46 +180,70 @@ def _nearest(src: np.ndarray, dst: np.ndarray, spacing) -> np.ndarray:
     """Euclidean distance (mm) from each True corner of ``src`` to the nearest True corner of ``dst``.
 
     The same numbers a distance transform of ``~dst`` sampled at ``src`` gives, but a k-d tree over the
-    surfels costs O(surfels log surfels) instead of O(voxels in the box): ~10x faster for big organs.
+    surfels costs O(surfels log surfels) instead of O(voxels in the box): ~3-10x faster for big organs.
+    Surfels on both surfaces are at distance 0 and are not queried.
     """
-    from scipy.spatial import cKDTree
-
     sp = np.asarray(spacing, dtype=float)
     out = np.zeros(int(src.sum()))
-    away = ~dst[src]  # surfels on both surfaces are at distance 0: query only the others
-    if not away.any():
-        return out
-    a = np.argwhere(src & ~dst) * sp  # same (C) order as src[...] indexing
-    b = np.argwhere(dst) * sp
-    if len(b) * len(a) < 4096:  # tiny: brute force
-        out[away] = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1)
-    else:
-        out[away] = cKDTree(b).query(a, k=1)[0]
+    away = ~dst[src]
+    if away.any():
+        out[away] = _nearest_points(np.argwhere(src & ~dst) * sp, np.argwhere(dst) * sp)
     return out
 
 
-def slice_surface_distances(pred, ref, spacing, axis: int, indices) -> SurfaceDistances:
-    """Pooled 2D contour distances over the given slices along ``axis`` (in-plane distances only).
+def _nearest_points(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from each point of ``a`` (N x d, mm) to its nearest point of ``b``."""
+    if len(b) == 0:
+        return np.full(len(a), np.inf)
+    if len(a) * len(b) < 4096:  # tiny: brute force
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    from scipy.spatial import cKDTree
 
-    Each contour element's weight is its length times the slice thickness, so pooled statistics are
-    area-weighted like the 3D ones. Use it when only some slices were segmented (e.g. the demo).
+    return cKDTree(b).query(a, k=1)[0]
+
+
+def slice_surface_distances(pred, ref, spacing, axis: int, indices) -> SurfaceDistances:
+    """Surface distances between the 2D contours of the given slices along ``axis``.
+
+    Use it when only some slices were segmented (e.g. the demo's every 8th slice). Each slice's
+    contour elements (marching squares) are placed at their 3D position in mm and weighted by length x
+    slice thickness, so pooled statistics are area-weighted like the 3D ones. Distances go to the
+    nearest contour element of the other mask on any of the chosen slices: in-plane where that slice
+    has the other structure, otherwise to the nearest chosen slice that has it.
     """
     p, r, sp = _check(pred, ref, spacing, ndim=3)
     if not 0 <= axis < 3:
         raise InputError(f"slice axis must be 0, 1 or 2, got {axis}")
-    in_plane = tuple(s for a, s in enumerate(sp) if a != axis)
-    out = None
-    for k in indices:
-        k = int(k)
-        if not 0 <= k < p.shape[axis]:
-            raise InputError(f"slice {k} is outside 0..{p.shape[axis] - 1} along axis {axis}")
-        sd = surface_distances(np.take(p, k, axis=axis), np.take(r, k, axis=axis), in_plane)
-        sd.ref_areas = sd.ref_areas * sp[axis]
-        sd.pred_areas = sd.pred_areas * sp[axis]
-        out = sd if out is None else out.merged(sd)
-    if out is None:
+    idx = sorted({int(k) for k in indices})
+    if not idx:
         raise InputError("no slices to evaluate")
-    return out
+    bad = [k for k in idx if not 0 <= k < p.shape[axis]]
+    if bad:
+        raise InputError(f"slice(s) {bad[:5]} outside 0..{p.shape[axis] - 1} along axis {axis}")
+    p, r = np.take(p, idx, axis=axis), np.take(r, idx, axis=axis)
+    plane = [a for a in range(3) if a != axis]
+    in_plane = tuple(sp[a] for a in plane)
+    table = contour_length_table(in_plane)
+    pts = {"p": [], "r": []}
+    areas = {"p": [], "r": []}
+    for n, k in enumerate(idx):
+        ps, rs = np.take(p, n, axis=axis), np.take(r, n, axis=axis)
+        box = _bbox(ps | rs)
+        if box is None:
+            continue
+        for key, m in (("p", ps), ("r", rs)):
+            code = _codes(np.pad(m[box], 1))
+            border = (code != 0) & (code != 15)
+            ij = np.argwhere(border) + [b.start for b in box]  # corner (c) sits at voxel position c - 0.5
+            xyz = np.zeros((len(ij), 3))
+            xyz[:, plane[0]], xyz[:, plane[1]], xyz[:, axis] = ij[:, 0], ij[:, 1], k
+            pts[key].append(xyz * sp)
+            areas[key].append(table[code[border]] * sp[axis])
+    cat = {key: (np.concatenate(v) if v else np.zeros((0, 3))) for key, v in pts.items()}
+    area = {key: (np.concatenate(v) if v else np.zeros(0)) for key, v in areas.items()}
+    if len(cat["p"]) == 0 or len(cat["r"]) == 0:  # one mask empty on every chosen slice
+        return _sorted(np.full(len(cat["r"]), np.inf), area["r"], np.full(len(cat["p"]), np.inf), area["p"])
+    return _sorted(_nearest_points(cat["r"], cat["p"]), area["r"], _nearest_points(cat["p"], cat["r"]), area["p"])
 
 
 def _undefined(sd: SurfaceDistances) -> bool:
