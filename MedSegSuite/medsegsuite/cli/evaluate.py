@@ -252,7 +252,7 @@ def run(args) -> int:
                 "slices": "all (3D surfaces)" if slices is None else
                 f"{len(slices[1])} slice(s) along axis {slices[0]}: {slices[1][:12]}"
                 f"{' ...' if len(slices[1]) > 12 else ''} (DSC over those slices, surface metrics from "
-                "their 2D contours, in-plane distances)",
+                "their 2D contours placed in 3D; see docs/evaluation.md)",
                 "empty masks": "both empty: DSC = NSD = 1, HD95 = ASD = 0; one empty: DSC = NSD = 0, "
                 "HD95 = ASD = NaN (counted as n/a)"}
     if notes:
