@@ -180,6 +180,15 @@ def test_demo_output_against_lits117(tmp_path, capsys):
                  str(tmp_path / "ev_ab"), "--slices", "4:5", "--no-plots"]) == 0
     assert float(_read(tmp_path / "ev_ab" / "metrics.csv")[0]["dice"]) == pytest.approx(
         dice_on_slices(pred["liver"], ref.masks["liver"], 2, [4]), abs=1e-6)
+    # the whole demo folder against the one reference: each result file is a method
+    write_segmentation(Segmentation(ref.geometry, {"liver": ref.masks["liver"]}), demo / "cosam.seg.nrrd")
+    assert main(["evaluate", "--pred", str(demo), "--ref", "lits117", "--out", str(tmp_path / "both"),
+                 "--slices-from", str(demo / "report.json"), "--no-plots"]) == 0
+    rows = _read(tmp_path / "both" / "metrics.csv")
+    assert {(r["method"], r["structure"]) for r in rows} == {
+        ("oracle_box", "liver"), ("oracle_box", "tumour"), ("cosam", "liver"), ("cosam", "tumour")}
+    cosam = {r["structure"]: r for r in rows if r["method"] == "cosam"}
+    assert float(cosam["liver"]["dice"]) == 1.0 and float(cosam["tumour"]["dice"]) == 0.0
 
 
 def test_sampledata_export_round_trip(tmp_path):
