@@ -201,3 +201,18 @@ def test_sampledata_export_round_trip(tmp_path):
     rows = _read(out / "metrics.csv")
     assert {r["structure"] for r in rows} == {"liver", "tumour"}
     assert all(float(r["dice"]) == 1.0 and float(r["nsd"]) == 1.0 for r in rows)
+
+
+def test_misspelt_segment_is_reported_and_scores_as_a_miss(folders, tmp_path, capsys):
+    typo = tmp_path / "typo"
+    typo.mkdir()
+    lab = np.zeros(GEOM.shape, bool)
+    write_segmentation(Segmentation(GEOM, {"Livr": lab, "spleen": lab}), typo / "case00.seg.nrrd")
+    ref1 = tmp_path / "ref1"
+    ref1.mkdir()
+    (ref1 / "case00.nii.gz").write_bytes((folders / "ref" / "case00.nii.gz").read_bytes())
+    assert main(["evaluate", "--pred", str(typo), "--ref", str(ref1), "--out", str(tmp_path / "o"),
+                 "--preset", "touchstone", "--no-plots"]) == 0
+    assert "['Livr'] match no structure" in capsys.readouterr().out
+    liver = next(r for r in _read(tmp_path / "o" / "metrics.csv") if r["structure"] == "liver")
+    assert float(liver["dice"]) == 0.0 and liver["hd95"] == "nan"

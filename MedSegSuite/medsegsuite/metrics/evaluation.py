@@ -87,15 +87,18 @@ def evaluate(predictions: Mapping[str, Mapping[str, object]], references: Mappin
             raise InputError(f"method '{method}' has predictions for case(s) with no reference: {extra[:5]} "
                              f"(reference cases: {sorted(references)[:5]}...); file names must match")
     rows = []
+    warned: set = set()
     for case in sorted(references):
         methods = [m for m in predictions if case in predictions[m]]
         if not methods:
             continue
         ref = references[case]
         ref = ref() if callable(ref) else ref
+        _warn_unmatched(preset, ref, "reference", warned, log)
         for method in methods:
             pred = predictions[method][case]
             pred = pred() if callable(pred) else pred
+            _warn_unmatched(preset or Preset.from_names(ref.names), pred, f"'{method}'", warned, log)
             case_rows = evaluate_case(pred, ref, preset, slices, tolerance_mm,
                                       what=f"prediction '{method}' of case '{case}'")
             centre = (centres or {}).get(case, "all")
@@ -109,6 +112,17 @@ def evaluate(predictions: Mapping[str, Mapping[str, object]], references: Mappin
         if missing and log:
             log(f"[evaluate] warning: method '{method}' has no prediction for {len(missing)} case(s): {missing[:5]}")
     return rows
+
+
+def _warn_unmatched(preset, seg, who: str, warned: set, log) -> None:
+    """Say once per source which segments no structure claims (a misspelt name scores as a miss)."""
+    if preset is None or log is None:
+        return
+    extra = [n for n in preset.unmatched(seg) if (who, n) not in warned]
+    if extra:
+        warned.update((who, n) for n in extra)
+        log(f"[evaluate] note: {who} segment(s) {extra[:8]} match no structure of preset '{preset.name}' "
+            "and are ignored")
 
 
 def finite(values) -> np.ndarray:
