@@ -1,0 +1,207 @@
+"""Realistic scribbles from full labels, for evaluation and tests (labelled *synthetic* wherever
+reported).
+
+Per chosen slice and per connected component of each class (background included), one stroke of
+one of these kinds:
+
+* ``skeleton``: a contiguous piece of the skeleton of the eroded component, a random stretch
+  covering ``fraction`` of the skeleton's length (how annotators trace along a structure);
+* ``core``: the component eroded until at most ``fraction`` of its area is left, then
+  skeletonised (a stroke through the thick middle);
+* ``random``: a random walk inside the eroded component whose length is ``fraction`` of the
+  skeleton's length (a sloppy partial stroke).
+
+Strokes are ``width`` pixels wide and never leave their class (they are drawn on the eroded
+component). Background is scribbled in a band around the union of the classes (``margin_mm``
+wide), where annotators put their background strokes, plus ``far_strokes`` strokes in the far
+background (other organs, fat, air), one in each of that many random Voronoi cells of it so they
+spread over the image as an annotator's would.
+Components smaller than ``min_area`` pixels get no stroke (as a human would miss them).
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from .labels import UNLABELLED
+
+KINDS = ("skeleton", "core", "random")
+
+
+def _skeleton(mask: np.ndarray) -> np.ndarray:
+    from skimage.morphology import skeletonize
+
+    return skeletonize(mask)
+
+
+def _erode_inside(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Erode up to ``steps`` times but never to nothing."""
+    cur = mask
+    for _ in range(steps):
+        nxt = ndimage.binary_erosion(cur)
+        if nxt.sum() < 4:
+            break
+        cur = nxt
+    return cur
+
+
+def _geodesic_piece(skel: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """A contiguous stretch of a skeleton: BFS from a random point, keep pixels within
+    ``fraction`` × (the skeleton's geodesic extent)."""
+    pts = np.argwhere(skel)
+    if len(pts) == 0:
+        return skel
+    start = tuple(pts[rng.integers(len(pts))])
+    dist = {start: 0}
+    q = deque([start])
+    H, W = skel.shape
+    while q:
+        p = q.popleft()
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                n = (p[0] + di, p[1] + dj)
+                if (di or dj) and 0 <= n[0] < H and 0 <= n[1] < W and skel[n] and n not in dist:
+                    dist[n] = dist[p] + 1
+                    q.append(n)
+    far = max(dist.values())
+    # start at the far end so the stroke runs along the structure, not around a point
+    start2 = max(dist, key=dist.get)
+    dist2 = {start2: 0}
+    q = deque([start2])
+    while q:
+        p = q.popleft()
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                n = (p[0] + di, p[1] + dj)
+                if (di or dj) and n in dist and n not in dist2:
+                    dist2[n] = dist2[p] + 1
+                    q.append(n)
+    far = max(dist2.values())
+    keep = max(1, int(round(fraction * far)))
+    lo = int(rng.integers(0, max(1, far - keep + 1)))
+    out = np.zeros_like(skel)
+    for p, d in dist2.items():
+        if lo <= d <= lo + keep:
+            out[p] = True
+    return out
+
+
+def _random_walk(region: np.ndarray, length: int, rng) -> np.ndarray:
+    pts = np.argwhere(region)
+    out = np.zeros_like(region)
+    if len(pts) == 0:
+        return out
+    p = pts[rng.integers(len(pts))]
+    direction = rng.normal(size=2)
+    for _ in range(max(1, length)):
+        out[tuple(p)] = True
+        direction = direction / (np.linalg.norm(direction) + 1e-9) + rng.normal(scale=0.35, size=2)
+        step = np.round(direction / (np.abs(direction).max() + 1e-9)).astype(int)
+        q = p + step
+        if 0 <= q[0] < region.shape[0] and 0 <= q[1] < region.shape[1] and region[tuple(q)]:
+            p = q
+        else:
+            direction = -direction
+    return out
+
+
+def _stroke(comp: np.ndarray, kind: str, fraction: float, width: int, rng) -> np.ndarray:
+    inner = _erode_inside(comp, width + 1)
+    if kind == "core":
+        area = comp.sum()
+        core = inner
+        while core.sum() > fraction * area:
+            nxt = ndimage.binary_erosion(core)
+            if nxt.sum() < 4:
+                break
+            core = nxt
+        line = _skeleton(core)
+    elif kind == "random":
+        length = max(3, int(fraction * _skeleton(inner).sum()))
+        line = _random_walk(inner, length, rng)
+    else:
+        line = _geodesic_piece(_skeleton(inner), fraction, rng)
+    if width > 1:
+        line = ndimage.binary_dilation(line, iterations=(width - 1) // 2 + ((width - 1) % 2))
+    return line & comp
+
+
+def scribble_slice(labels2d: np.ndarray, n_classes: int, rng, kinds=KINDS, fraction: float = 0.8,
+                   width: int = 1, margin_px: int = 8, min_area: int = 20, far_strokes: int = 10) -> np.ndarray:
+    """One 2D slice of dense labels (0..C-1) -> scribbles (UNLABELLED where none)."""
+    out = np.full(labels2d.shape, UNLABELLED, dtype=np.uint8)
+    fg = labels2d > 0
+    for c in range(n_classes):
+        m = labels2d == c
+        if c == 0:
+            if fg.any():  # a band around the structures, where background strokes are drawn
+                band = ndimage.binary_dilation(fg, iterations=margin_px) & m
+                m = band if band.sum() >= min_area else m
+        comps, n = ndimage.label(m)
+        sizes = ndimage.sum(m, comps, range(1, n + 1)) if n else []
+        for k in range(1, n + 1):
+            if sizes[k - 1] < min_area:
+                continue
+            kind = kinds[int(rng.integers(len(kinds)))]
+            s = _stroke(comps == k, kind, fraction, width, rng)
+            out[s & (out == UNLABELLED)] = c
+    if fg.any() and far_strokes > 0:  # strokes spread over the far background (other organs, fat, air)
+        far = (labels2d == 0) & ~ndimage.binary_dilation(fg, iterations=2 * margin_px)
+        pts = np.argwhere(far)
+        if len(pts) >= min_area:
+            seeds = pts[rng.choice(len(pts), size=min(far_strokes, len(pts)), replace=False)]
+            d = ((pts[:, None, :] - seeds[None]) ** 2).sum(-1)
+            part = np.full(far.shape, -1)
+            part[tuple(pts.T)] = d.argmin(1)
+            for t in range(len(seeds)):
+                cell = part == t
+                comps, n = ndimage.label(cell)
+                if n == 0:
+                    continue
+                big = comps == 1 + int(np.argmax(ndimage.sum(cell, comps, range(1, n + 1))))
+                if big.sum() < min_area:
+                    continue
+                s = _stroke(big, kinds[int(rng.integers(len(kinds)))], fraction, width, rng)
+                out[s & (out == UNLABELLED)] = 0
+    return out
+
+
+def make_scribbles(labels: np.ndarray, n_classes: int, slices, axis: int = 2, seed: int = 0,
+                   kinds=KINDS, fraction: float = 0.8, width: int = 1, margin_mm: float = 10.0,
+                   spacing=(1.0, 1.0, 1.0), min_area: int = 20, far_strokes: int = 10) -> np.ndarray:
+    """Dense 3D labels (0 = background, 1..C-1) -> scribbles on the given slices only.
+
+    Returns uint8 [i, j, k] with ``UNLABELLED`` everywhere else. ``fraction`` (0..1] is the stated
+    part of each structure a stroke covers (of its skeleton length, or of its area for ``core``)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise InputError(f"labels must be 3D, got shape {labels.shape}")
+    if not 0 < fraction <= 1:
+        raise InputError(f"fraction must be in (0, 1], got {fraction}")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise InputError(f"unknown scribble kinds {bad}; choose from {KINDS}")
+    rng = np.random.default_rng(seed)
+    sp = [float(v) for d, v in enumerate(spacing) if d != axis]
+    margin_px = max(1, int(round(margin_mm / min(sp))))
+    out = np.full(labels.shape, UNLABELLED, dtype=np.uint8)
+    lab = np.moveaxis(labels, axis, 0)
+    dst = np.moveaxis(out, axis, 0)
+    for i in slices:
+        if not 0 <= int(i) < lab.shape[0]:
+            raise InputError(f"slice {i} is outside 0..{lab.shape[0] - 1}")
+        dst[int(i)] = scribble_slice(lab[int(i)], n_classes, rng, kinds, fraction, width, margin_px, min_area,
+                                    far_strokes)
+    return out
+
+
+def scribble_stats(scribbles: np.ndarray, labels: np.ndarray, n_classes: int, axis: int = 2) -> dict:
+    """Fraction of each class's voxels (on the scribbled slices) that carry a scribble."""
+    sc = np.moveaxis(scribbles, axis, 0)
+    lab = np.moveaxis(labels, axis, 0)
+    sl = np.any(sc != UNLABELLED, axis=(1, 2))
+    return {c: float(np.count_nonzero(sc[sl] == c) / max(1, np.count_nonzero(lab[sl] == c)))
+            for c in range(n_classes)}

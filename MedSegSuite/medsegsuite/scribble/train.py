@@ -1,0 +1,182 @@
+"""Training a 2D network on scribbled slices of 3D volumes with MaCo or one of its ablations.
+
+``method``: ``maco`` (pCE + CPL + MCM), ``pce`` (partial CE only), ``pce+cpl``, ``pce+mcm``, or
+``full`` (plain CE on dense labels: the labels passed in are complete label maps of the same slices;
+the upper bound the evaluation compares against). Only slices holding at least one labelled pixel
+are used. Progress is reported through ``progress(fraction, message)``, which raises
+`JobCancelled` when the user cancels (the engine's ``JobContext.progress`` does).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from . import mcm as mcm_mod
+from .cpl import DEFAULT_TAU_MM, continuous_pseudo_labels
+from .labels import UNLABELLED, validate_scribbles
+from .losses import DEFAULT_WEIGHTS, consistency, mcm_weight, partial_ce, soft_ce
+from .network import ARCHITECTURE, build_network, divisor, net_config
+from .preprocess import normalise, pad_to, resize_image, resize_labels, round_up, work_shape
+
+METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
+
+DEFAULT_SETTINGS = {
+    "method": "maco", "axis": 2, "iterations": 300, "batch": 8, "lr": 2e-3, "weight_decay": 1e-4,
+    "max_size": 160, "tau": DEFAULT_TAU_MM, "w_cpl": DEFAULT_WEIGHTS["cpl"], "w_mcm": DEFAULT_WEIGHTS["mcm"],
+    "mcm_rampup": DEFAULT_WEIGHTS["mcm_rampup"], "mask_ratio": mcm_mod.DEFAULTS["ratio"],
+    "patch": mcm_mod.DEFAULTS["patch"], "seed": 0, "net": None,
+}
+# Quick per-case mode (train on the current volume's scribbled slices, then segment it): sized to
+# finish a 128³ case in well under 3 minutes on 2 CPU cores (measured in docs/scribble.md).
+QUICK_SETTINGS = {"iterations": 150, "batch": 6, "max_size": 128, "lr": 3e-3}
+
+
+@dataclass
+class TrainCase:
+    image: np.ndarray          # [i, j, k] intensities
+    labels: np.ndarray         # [i, j, k] uint8: 0 background, 1..C classes, UNLABELLED elsewhere
+    spacing: tuple = (1.0, 1.0, 1.0)
+
+
+def settings_with(overrides: dict | None = None, base: dict | None = None) -> dict:
+    s = dict(DEFAULT_SETTINGS)
+    s.update(base or {})
+    unknown = set(overrides or {}) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise InputError(f"unknown scribble settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
+    s.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if s["method"] not in METHODS:
+        raise InputError(f"unknown method '{s['method']}'; choose one of {', '.join(METHODS)}")
+    if int(s["axis"]) not in (0, 1, 2):
+        raise InputError(f"axis must be 0, 1 or 2, got {s['axis']}")
+    for k in ("iterations", "batch", "patch"):
+        if int(s[k]) < 1:
+            raise InputError(f"setting '{k}' must be >= 1, got {s[k]}")
+    if not 0 <= float(s["mask_ratio"]) < 1:
+        raise InputError(f"mask_ratio must be in [0, 1), got {s['mask_ratio']}")
+    return s
+
+
+def _prepare(cases: list[TrainCase], n_classes: int, s: dict, div: int):
+    """Scribbled slices of every case at working resolution, padded to one common size."""
+    axis = int(s["axis"])
+    imgs, labs, spacings = [], [], []
+    import torch
+
+    for n, case in enumerate(cases):
+        if case.image.shape != case.labels.shape:
+            raise InputError(f"case {n + 1}: scribbles have shape {case.labels.shape}, image {case.image.shape}")
+        vol = normalise(case.image)
+        lab = np.moveaxis(case.labels, axis, 0)
+        vol = np.moveaxis(vol, axis, 0)
+        sp2 = [float(v) for d, v in enumerate(case.spacing) if d != axis]
+        idx = [i for i in range(lab.shape[0]) if np.any(lab[i] != UNLABELLED)]
+        for i in idx:
+            ws = work_shape(lab[i].shape, s["max_size"])
+            img = resize_image(torch.from_numpy(np.ascontiguousarray(vol[i]))[None, None], ws)[0, 0].numpy()
+            lb = resize_labels(lab[i], n_classes, ws, UNLABELLED)
+            if not np.any(lb != UNLABELLED):
+                continue
+            imgs.append(img)
+            labs.append(lb)
+            spacings.append((sp2[0] * lab[i].shape[0] / ws[0], sp2[1] * lab[i].shape[1] / ws[1]))
+    if not imgs:
+        raise InputError("no slice holds a scribble along the chosen axis")
+    H = round_up(max(a.shape[0] for a in imgs), div)
+    W = round_up(max(a.shape[1] for a in imgs), div)
+    fill = [float(a.min()) for a in imgs]
+    x = np.stack([pad_to(a, (H, W), f) for a, f in zip(imgs, fill)])[:, None].astype(np.float32)
+    valid = np.stack([pad_to(np.ones(a.shape, bool), (H, W), False) for a in imgs])
+    y = np.stack([pad_to(a, (H, W), UNLABELLED) for a in labs])
+    soft = None
+    if s["method"] in ("maco", "pce+cpl"):
+        soft = np.stack([continuous_pseudo_labels(lb, n_classes, sp, float(s["tau"])) for lb, sp in zip(y, spacings)])
+        soft *= valid[:, None]
+    return x, y, soft, valid
+
+
+def train_model(cases: list[TrainCase], classes: list[str], settings: dict | None = None, init=None,
+                progress=None, device: str = "cpu"):
+    """Train; returns ``(net, card)``. ``init``: ``(state_dict, card)`` of an earlier model of the same
+    classes to continue from (re-training after more scribbles)."""
+    import torch
+
+    s = settings_with(settings)
+    n_classes = len(classes) + 1
+    progress = progress or (lambda f, m="": None)
+    for n, case in enumerate(cases):
+        labels = case.labels
+        if s["method"] != "full":
+            labels = validate_scribbles(labels, len(classes), image_shape=case.image.shape, classes=classes)
+        case.labels = np.asarray(labels, dtype=np.uint8)
+    cfg = net_config(s["net"])
+    if init is not None:
+        init_sd, init_card = init
+        if list(init_card.get("classes", [])) != list(classes):
+            raise InputError(f"the starting model segments {init_card.get('classes')}, the scribbles name "
+                             f"{classes}; re-train from scratch or use the same class names")
+        cfg = net_config(init_card.get("net"))
+    torch.manual_seed(int(s["seed"]))
+    gen = torch.Generator().manual_seed(int(s["seed"]))
+    rng = np.random.default_rng(int(s["seed"]))
+    progress(0.0, "preparing scribbled slices")
+    x, y, soft, valid = _prepare(cases, n_classes, s, divisor(cfg))
+    net = build_network(cfg, n_classes).to(device)
+    if init is not None:
+        from ..models.checkpoints import load_state_into
+
+        load_state_into(net, init_sd, "the starting model")
+    opt = torch.optim.AdamW(net.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
+    iters = int(s["iterations"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(s["lr"]), total_steps=iters, pct_start=0.1)
+    use_cpl = soft is not None
+    use_mcm = s["method"] in ("maco", "pce+mcm")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    st = torch.from_numpy(soft) if use_cpl else None
+    net.train()
+    t0 = time.time()
+    history, running = [], []
+    bs = int(s["batch"])  # slices are drawn with replacement
+    for it in range(iters):
+        idx = torch.from_numpy(rng.integers(0, len(x), size=bs))
+        xb = xt[idx].to(device)
+        scale = torch.from_numpy(rng.uniform(0.9, 1.1, (bs, 1, 1, 1)).astype(np.float32)).to(device)
+        shift = torch.from_numpy(rng.uniform(-0.1, 0.1, (bs, 1, 1, 1)).astype(np.float32)).to(device)
+        xb = xb * scale + shift
+        yb = yt[idx].to(device)
+        logits = net(xb)
+        loss = partial_ce(logits, yb)
+        parts = {"pce": float(loss.detach())}
+        if use_cpl:
+            l_cpl = soft_ce(logits, st[idx].to(device))
+            loss = loss + float(s["w_cpl"]) * l_cpl
+            parts["cpl"] = float(l_cpl.detach())
+        if use_mcm:
+            att = mcm_mod.attention_from_prediction(logits)
+            m = mcm_mod.patch_mask(att, float(s["mask_ratio"]), int(s["patch"]), generator=gen)
+            logits_m = net(mcm_mod.apply_mask(xb, m))
+            l_mcm = consistency(logits_m, logits)
+            w = mcm_weight(it, iters, float(s["w_mcm"]), float(s["mcm_rampup"]))
+            loss = loss + w * l_mcm
+            parts["mcm"] = float(l_mcm.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(float(loss.detach()))
+        if (it + 1) % 10 == 0 or it + 1 == iters:
+            history.append(round(float(np.mean(running)), 4))
+            running = []
+        progress((it + 1) / iters, f"iteration {it + 1}/{iters}, loss {running[-1] if running else float(loss.detach()):.3f}")
+    net.eval()
+    card = {
+        "classes": list(classes), "net": cfg, "axis": int(s["axis"]), "max_size": s["max_size"],
+        "method": s["method"], "settings": {k: v for k, v in s.items() if k != "net"},
+        "training": {"slices": int(len(x)), "cases": len(cases), "seconds": round(time.time() - t0, 1),
+                     "loss_every_10": history, "continued": init is not None},
+        "structures": list(classes), "task": "scribble.segment", "architecture": ARCHITECTURE,
+    }
+    return net, card
