@@ -203,6 +203,8 @@ def history(seg_node):
     key = seg_node.GetAddressAsString("vtkObject")
     entry = _HISTORIES.get(key)
     if entry is None or entry[0] is not seg_node or entry[1].GetSegmentation() is not seg_node.GetSegmentation():
+        for k in [k for k, (n, _) in _HISTORIES.items() if n.GetScene() is None]:
+            del _HISTORIES[k]  # nodes removed from their scene: drop their saved states
         h = slicer.vtkSegmentationHistory()
         h.SetMaximumNumberOfStates(10)
         h.SetSegmentation(seg_node.GetSegmentation())
@@ -262,6 +264,7 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
     if undoable:
         history(seg_node).SaveState()
     was = seg_node.StartModify()
+    ok = False
     try:
         set_reference_geometry(seg_node, geometry)
         written = {}
@@ -282,6 +285,9 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
                 other = read_mask(seg_node, sid, geometry)
                 if np.any(other & union):
                     _write_one(seg_node, sid, other & ~union, geometry)
+        ok = True
     finally:
+        if not ok and undoable:  # a write that failed half-way is rolled back
+            history(seg_node).RestorePreviousState()
         seg_node.EndModify(was)
     return written

@@ -98,3 +98,16 @@ def test_bad_input_changes_nothing(setup):
     after = snapshot(seg, g)
     assert list(after) == list(before)
     np.testing.assert_array_equal(after["liver"], before["liver"])
+
+
+def test_segment_on_another_grid_is_resampled(setup):
+    """A segment stored on a shifted grid (e.g. drawn on another volume) reads back on the image grid."""
+    from medsegsuite.volume import Geometry
+
+    scene, seg, g, neighbour, new = setup
+    shifted = Geometry(g.shape, g.spacing, tuple(g.ijk_to_ras[:3, :3] @ [1.0, 0.0, 0.0] + g.origin), g.direction)
+    S.write_masks(seg, {"drawn": new}, shifted)
+    out = S.read_masks(seg, g, ["drawn"])["drawn"]
+    expected = np.zeros(g.shape, bool)
+    expected[1:, :, :] = new[:-1, :, :]   # voxel i on the shifted grid is voxel i + 1 on the image grid
+    np.testing.assert_array_equal(out, expected)
