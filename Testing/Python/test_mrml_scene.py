@@ -63,3 +63,9 @@ def test_save_demo_scene_reopens(tmp_path, oblique_volume):
             np.testing.assert_array_equal(out[name], seg.masks[name])
         color = node.GetSegmentation().GetSegment(S.segment_id(node, "liver")).GetColor()
         np.testing.assert_allclose(color, seg.colors["liver"], atol=1e-6)
+
+
+def test_demo_finds_the_scene_writer():
+    from medsegsuite import demo
+
+    assert demo._optional(demo.SCENE_WRITER) is save_demo_scene
