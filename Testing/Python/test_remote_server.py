@@ -346,7 +346,7 @@ def test_handshake_and_connection_state_for_the_hub_panel(srv, rb):
 # -- leases and restarts: a server of their own with a short lease -----------------------------------
 @pytest.fixture(scope="module")
 def short():
-    s = start_in_thread(ServerConfig(port=0, device="cpu", max_sessions=2, lease_ttl=1.5))
+    s = start_in_thread(ServerConfig(port=0, device="cpu", max_sessions=2, lease_ttl=2.0))
     yield s
     s.stop()
 
@@ -399,7 +399,7 @@ def test_server_restart_gives_a_clear_reconnect_message(short):
             rb.state(job)
         assert "cannot reach the medsegsuite server" in str(down.value)
         assert rb.connection_state()["state"] == "disconnected"
-        restarted = start_in_thread(ServerConfig(port=short.config.port, device="cpu", max_sessions=2, lease_ttl=1.5))
+        restarted = start_in_thread(ServerConfig(port=short.config.port, device="cpu", max_sessions=2, lease_ttl=2.0))
         try:
             with pytest.raises(SessionLost, match=r"job .* was lost: .*server restarted.*reconnect"):
                 rb.wait(job, timeout=10)

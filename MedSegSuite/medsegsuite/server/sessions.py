@@ -96,8 +96,12 @@ class SessionManager:
             images = list(s.images)
         for jid in jobs:
             job = self.backend.worker.jobs.get(jid)
-            if job is not None and job.state not in TERMINAL_STATES:
+            if job is None:
+                continue
+            if job.state not in TERMINAL_STATES:
                 self.backend.cancel(jid)
+            else:
+                job.result = None  # nobody can fetch it any more: free its masks now
         for image_id in images:
             self._detach(sid, image_id)
         log.info("session %s released (%s): %d jobs, %d images", sid[:13], reason, len(jobs), len(images))
@@ -143,7 +147,8 @@ class SessionManager:
             if h:
                 return
             self.holders.pop(image_id, None)
-        self.backend.release_image(image_id)
+            # under the lock, so an upload of the same image by another client cannot slip in between
+            self.backend.release_image(image_id)
 
     # -- jobs ----------------------------------------------------------------------------------
     def add_job(self, s: Session, job_id: str) -> None:
