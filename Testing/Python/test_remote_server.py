@@ -333,6 +333,9 @@ def test_version_mismatch_is_a_clear_message(srv):
 
 
 def test_handshake_and_connection_state_for_the_hub_panel(srv, rb):
+    from medsegsuite.engine import Backend
+
+    assert isinstance(rb, Backend)  # the same interface panels use for LocalBackend
     h = rb.handshake()
     assert h["api_version"] == P.API_VERSION and h["device"] == "cpu" and h["device_name"].startswith("CPU")
     assert "test_remote.components" in h["tasks"] and "jobs.cancel" in h["capabilities"]

@@ -21,6 +21,7 @@ import logging
 import platform
 import threading
 import time
+from collections import OrderedDict
 
 import httpx
 import numpy as np
@@ -49,6 +50,7 @@ class RemoteBackend:
     """``RemoteBackend(url, api_key=None)``; implements `medsegsuite.engine.Backend`."""
 
     api_version = P.API_VERSION
+    max_images = 16  # volumes kept client-side for a transparent re-upload (like LocalBackend's cache)
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0,
                  client_name: str | None = None, heartbeat: bool = True, auto_reconnect: bool = True,
@@ -68,7 +70,7 @@ class RemoteBackend:
         self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout, verify=verify)
         self._hb_http = httpx.Client(base_url=base, headers=headers, timeout=min(timeout, 10.0), verify=verify)
         self._lock = threading.RLock()
-        self._images: dict[str, Volume] = {}  # what this client set: re-uploaded after a reconnect
+        self._images: OrderedDict[str, Volume] = OrderedDict()  # recently set: re-uploaded after a reconnect
         self._on_server: set[str] = set()      # image ids the current session holds
         self._jobs: dict[str, str] = {}        # job id -> session it was started in
         self.session_id: str | None = None
@@ -253,6 +255,9 @@ class RemoteBackend:
         image_id = volume.fingerprint()
         with self._lock:
             self._images[image_id] = volume
+            self._images.move_to_end(image_id)
+            while len(self._images) > self.max_images:  # keep references to recent images only
+                self._images.popitem(last=False)
         self._session_call(lambda: self._ensure_image(image_id))
         return image_id
 
