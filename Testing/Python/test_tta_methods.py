@@ -203,3 +203,25 @@ def test_tent_lowers_entropy_and_trains_only_bn():
     for (n, p), (_, q) in zip(t.model.named_parameters(), net.named_parameters()):
         if "conv" in n and n.endswith("weight") and p.dim() == 4:
             assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_warmup_bn_output_and_loss_match_the_reference_formula(batch):
+    torch.manual_seed(0)
+    bn = WarmupBatchNorm2d(3)
+    bn.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    bn.running_var.copy_(torch.tensor([0.5, 2.0, 1.0]))
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.5, 0.5, 1.0]))
+        bn.bias.copy_(torch.tensor([0.0, 0.2, -0.1]))
+    bn.sample_num, bn.new_sample = 3, True
+    x = torch.randn(batch, 3, 9, 11) * 2 + 1
+    y = bn(x)
+    lam = 1 / (np.sqrt(4) / 5 + 1)
+    mu = lam * x.mean((0, 2, 3), keepdim=True) + (1 - lam) * bn.running_mean.view(1, 3, 1, 1)
+    var = lam * x.var((0, 2, 3), keepdim=True) + (1 - lam) * bn.running_var.view(1, 3, 1, 1)
+    ref = (x - mu) / (var + bn.eps).sqrt() * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1)
+    loss = (mu - x.mean((2, 3), keepdim=True)).abs().mean() + (var.sqrt() - x.std((2, 3), keepdim=True)).abs().mean()
+    assert bn.sample_num == 4
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.bn_loss, loss, rtol=1e-5, atol=1e-6)

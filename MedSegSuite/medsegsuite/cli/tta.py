@@ -56,7 +56,8 @@ def register(sub):
     e.add_argument("--datasets", nargs="+", default=["liver-source", "brain-source"], help="source models to evaluate")
     e.add_argument("--methods", nargs="+", default=["none", "tent", "vptta", "grata", "dyna"], choices=METHOD_CHOICES)
     e.add_argument("--slices-per-centre", type=int, default=24, help="held-out slices per centre (default 24)")
-    e.add_argument("--night-iterations", type=int, default=40, help="DyNA night iterations per centre (default 40)")
+    e.add_argument("--night-iterations", type=int, default=30,
+                   help="DyNA night iterations (batch 4) per centre (default 30)")
     e.add_argument("--threads", type=int, default=2)
     e.set_defaults(func=run_eval)
 

@@ -29,8 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 
-NIGHT_DEFAULTS = {"iterations": 60, "batch": 8, "lr": 1e-4, "teacher_momentum": 0.99,
-                  "global_momentum": 0.5, "confidence": 0.8, "seed": 0}
+from .options import NIGHT_OPTIONS as NIGHT_DEFAULTS
 
 
 def store_dir(model_id: str) -> Path:

@@ -78,7 +78,8 @@ def evaluate_dataset(model_id: str, methods, n_slices: int, night_iterations: in
                 seconds[m] += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 out = Path(tmp) / f"{model_id}-{c}.pt"
-                run_night(dyna_model, [], out, {"iterations": night_iterations}, source=dyna_src, slices=x)
+                run_night(dyna_model, [], out, {"iterations": night_iterations, "batch": 4}, source=dyna_src,
+                          slices=x)
                 night_seconds += time.perf_counter() - t1
                 dyna_model, dyna_src = str(out), load_source_model(str(out))
                 logits = stream_logits(make_adapter("dyna", dyna_src.net, src.size), x)  # next day
@@ -147,7 +148,7 @@ def render(results: list[dict], methods, settings: dict) -> str:
 
 
 def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("none", "tent", "vptta", "grata", "dyna"),
-                   slices_per_centre: int = 24, night_iterations: int = 40, threads: int = 2, log=print,
+                   slices_per_centre: int = 24, night_iterations: int = 30, threads: int = 2, log=print,
                    notes: str = "") -> Path:
     import torch
 

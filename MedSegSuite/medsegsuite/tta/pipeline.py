@@ -10,29 +10,9 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
 from .common import NoAdaptation, slice_uncertainty
 
-METHODS = ("none", "tent", "vptta", "grata", "dyna")
-METHOD_OPTIONS = {
-    "none": {},
-    "tent": {"lr": 1e-3, "steps": 1, "episodic": False},
-    "vptta": {"alpha": 0.01, "lr": 0.05, "memory_size": 40, "neighbours": 16, "warm_n": 5, "iters": 1},
-    "grata": {"lr": 1e-4, "seed": 0},
-    "dyna": {"alpha": 0.01, "lr": 0.05, "memory_size": 40, "neighbours": 16, "warm_n": 5, "iters": 1,
-             "keep_case": True},
-}
-
-
-def check_options(method: str, options: dict | None) -> dict:
-    if method not in METHODS:
-        raise InputError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    opts = dict(METHOD_OPTIONS[method])
-    unknown = set(options or {}) - set(opts)
-    if unknown:
-        raise InputError(f"unknown option(s) {sorted(unknown)} for {method}; it takes {sorted(opts) or 'none'}")
-    opts.update(options or {})
-    return opts
+from .options import METHOD_OPTIONS, METHODS, check_options  # noqa: F401  (re-exported)
 
 
 def make_adapter(method: str, net, image_size: int, options: dict | None = None):

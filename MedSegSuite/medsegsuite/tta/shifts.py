@@ -27,17 +27,17 @@ class Centre:
 
 CENTRES: dict[str, Centre] = {c.name: c for c in (
     Centre("source", "unshifted: the source model's own appearance"),
-    Centre("A-contrast", "lower contrast and gamma 1.8 (darker mid-tones), as a different reconstruction kernel "
-           "/ display LUT", (("contrast", {"factor": 0.75}), ("gamma", {"gamma": 1.8})), 1),
-    Centre("B-noise", "low-dose / low-field: Gaussian noise, σ = 8% of the intensity range, and gamma 0.7",
-           (("gamma", {"gamma": 0.7}), ("noise", {"sigma": 0.08})), 2),
+    Centre("A-contrast", "lower contrast (×0.85) and gamma 1.3 (darker mid-tones), as another calibration "
+           "/ reconstruction", (("contrast", {"factor": 0.85}), ("gamma", {"gamma": 1.3})), 1),
+    Centre("B-noise", "low-dose / low-field: Gaussian noise, σ = 5% of the intensity range, and gamma 0.85",
+           (("gamma", {"gamma": 0.85}), ("noise", {"sigma": 0.05})), 2),
     Centre("C-blur", "soft kernel: Gaussian blur σ = 1.5 voxels and 15% more contrast",
            (("blur", {"sigma": 1.5}), ("contrast", {"factor": 1.15})), 3),
-    Centre("D-bias", "coil shading: smooth multiplicative bias field (±35%) and 20% brighter",
-           (("bias", {"amplitude": 0.35}), ("brightness", {"factor": 1.2})), 4),
+    Centre("D-bias", "coil shading: smooth multiplicative bias field (±25%) and 10% brighter",
+           (("bias", {"amplitude": 0.25}), ("brightness", {"factor": 1.1})), 4),
     Centre("E-lowres", "thick / coarse acquisition: resampled to 1/3 resolution and back (linear), "
-           "gamma 1.4, noise σ = 3%",
-           (("resolution", {"factor": 3.0}), ("gamma", {"gamma": 1.4}), ("noise", {"sigma": 0.03})), 5),
+           "gamma 1.15, noise σ = 2%",
+           (("resolution", {"factor": 3.0}), ("gamma", {"gamma": 1.15}), ("noise", {"sigma": 0.02})), 5),
 )}
 SHIFTED = [n for n in CENTRES if n != "source"]
 

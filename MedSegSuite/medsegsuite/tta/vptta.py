@@ -130,25 +130,37 @@ class WarmupBatchNorm2d(nn.BatchNorm2d):
         self.new_sample = False
         self.bn_loss = None
 
-    def mixed_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def mixed_statistics(self, x: torch.Tensor, cur_mu=None, cur_var=None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.new_sample:
             self.sample_num += 1
         c = x.shape[1]
-        cur_mu = x.mean((0, 2, 3), keepdim=True).detach()
-        cur_var = x.var((0, 2, 3), keepdim=True).detach()
+        if cur_mu is None:
+            cur_mu = x.mean((0, 2, 3), keepdim=True).detach()
+            cur_var = x.var((0, 2, 3), keepdim=True).detach()
         lam = 1.0 / (math.sqrt(self.sample_num) / self.warm_n + 1.0)
         mu = lam * cur_mu + (1 - lam) * self.running_mean.view(1, c, 1, 1)
         var = lam * cur_var + (1 - lam) * self.running_var.view(1, c, 1, 1)
         return mu, var
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        mu, var = self.mixed_statistics(x)
-        inst_mu = x.mean((2, 3), keepdim=True)
-        inst_std = x.std((2, 3), keepdim=True)
-        self.bn_loss = (mu - inst_mu).abs().mean() + (var.sqrt() - inst_std).abs().mean()
-        y = (x - mu) / (var + self.eps).sqrt()
-        return y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        track = torch.is_grad_enabled()  # the loss is only needed when training the prompt
+        if x.shape[0] == 1:
+            # one image: its batch statistics are its instance statistics (same unbiased variance),
+            # so compute them once
+            inst_mu = x.mean((2, 3), keepdim=True)
+            n = x.shape[2] * x.shape[3]
+            d = x - inst_mu  # two-pass unbiased variance (= x.var, several times faster on CPU)
+            inst_var = (d * d).mean((2, 3), keepdim=True) * (n / max(n - 1, 1))
+            mu, var = self.mixed_statistics(x, inst_mu.detach(), inst_var.detach())
+            inst_std = inst_var.sqrt() if track else None
+        else:
+            mu, var = self.mixed_statistics(x)
+            inst_mu = x.mean((2, 3), keepdim=True) if track else None
+            inst_std = x.std((2, 3), keepdim=True) if track else None
+        if track:
+            self.bn_loss = (mu - inst_mu).abs().mean() + (var.sqrt() - inst_std).abs().mean()
+        # (x − μ_mix) / √(σ²_mix + eps) · γ + β, fused; μ_mix, σ²_mix carry no gradient (detached)
+        return F.batch_norm(x, mu.flatten(), var.flatten(), self.weight, self.bias, False, 0.0, self.eps)
 
 
 def convert_batchnorm(model: nn.Module, warm_n: int = 5) -> nn.Module:
