@@ -141,6 +141,8 @@ def write_overlay(path, ct, ref: Segmentation, results: dict, indices, n: int = 
             ax = axes[r, c]
             ax.imshow(np.clip(ct.array[:, :, k].T, *CT_WINDOW), cmap="gray", origin="lower")
             for s in STRUCTURES:
+                if s not in seg.masks:  # a method may segment only some structures
+                    continue
                 m = seg.masks[s][:, :, k].T
                 if m.any():
                     ax.contour(m, [0.5], colors=colors[s], linewidths=0.8)
