@@ -20,14 +20,14 @@ from .checkpoints import load_checkpoint, sha256_file
 SHIPPED = Path(__file__).resolve().parent.parent / "resources" / "models"
 # Demo weights shipped with the extension: top-level Resources/Models of the source tree, or, in an
 # installed Slicer extension, <qt-scripted-modules>/Resources/Models beside the medsegsuite package.
-EXTENSION_MODELS = [Path(__file__).resolve().parents[3] / "Resources" / "Models",
-                    Path(__file__).resolve().parents[2] / "Resources" / "Models"]
+EXTENSION_MODELS = Path(__file__).resolve().parents[3] / "Resources" / "Models"
+INSTALLED_MODELS = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 
 
 def registry_files() -> list[Path]:
     """Every ``registry.json`` / ``*.registry.json`` in the shipped folders, then the user's."""
     files = []
-    for folder in (SHIPPED, *EXTENSION_MODELS):
+    for folder in dict.fromkeys((SHIPPED, EXTENSION_MODELS, INSTALLED_MODELS)):
         if folder.is_dir():
             files += sorted(folder.glob("registry.json")) + sorted(folder.glob("*.registry.json"))
     return files + [user_home() / "models" / "registry.json"]
