@@ -27,12 +27,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSegSuite"))
 
 from medsegsuite.client import RemoteBackend  # noqa: E402
-from medsegsuite.engine import LocalBackend  # noqa: E402
+from medsegsuite.engine import JobResult, LocalBackend, task  # noqa: E402
 from medsegsuite.engine.device import set_threads  # noqa: E402
 from medsegsuite.engine.interface import run_job  # noqa: E402
 from medsegsuite.sampledata import lits117  # noqa: E402
 
 PARAMS = {"axis": 2, "window": [-160.0, 240.0]}
+
+
+@task("bench.slice_components", description="threshold one slice and keep its largest component")
+def slice_components(ctx, image, params, inputs):
+    """A fast real task (no torch): the protocol's share of an interaction stands out in it."""
+    from scipy import ndimage
+
+    k = int(params["slice"])
+    ctx.progress(0.2, "threshold")
+    fg = (image.array[:, :, k] > params.get("t", 100.0)) & inputs["roi"][:, :, k].astype(bool)
+    lab, n = ndimage.label(fg)
+    ctx.check_cancelled()
+    out = np.zeros(image.shape, bool)
+    if n:
+        out[:, :, k] = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    ctx.progress(1.0, "labelled")
+    return JobResult(masks={"largest": out}, info={"components": int(n)})
 
 
 def one_slice_inputs(ref, k):
@@ -66,7 +83,8 @@ def start_server(threads: int, in_process: bool):
     port = free_port()
     env = dict(os.environ, MEDSEGSUITE_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=str(ROOT / "MedSegSuite"))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from medsegsuite.cli import main; "
+    proc = subprocess.Popen(cwd=str(ROOT), args=[sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks'); "
+                             "import remote_latency; from medsegsuite.cli import main; "  # registers bench.*
                              "sys.exit(main(sys.argv[1:]))", "serve", "--port", str(port), "--device", "cpu",
                              "--threads", str(threads), "--max-sessions", "32"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -150,6 +168,19 @@ def main(argv=None):
             cold_l.append(interaction(local, ct, ref, k)[0])
             cold_r.append(interaction(remote, ct, ref, k + 1)[0])
 
+        # the fast real task, alternating sides
+        fast_l, fast_r = [], []
+        f0 = dict(remote.stats)
+        for i in range(args.reps * 3):
+            k = 40 + i % 40
+            roi = {"roi": one_slice_inputs(ref, k)["liver"]}  # the user's region on this slice
+            for b, acc in ((local, fast_l), (remote, fast_r)):
+                t0 = time.perf_counter()
+                run_job(b, "bench.slice_components", ct, {"slice": k}, roi, timeout=60)
+                acc.append(time.perf_counter() - t0)
+        fast_bytes = ((remote.stats["bytes_sent"] - f0["bytes_sent"]) / len(fast_r),
+                      (remote.stats["bytes_received"] - f0["bytes_received"]) / len(fast_r))
+
         # warm interactions, alternating sides
         lat_l, lat_r = [], []
         st0 = dict(remote.stats)
@@ -203,6 +234,9 @@ def main(argv=None):
         f"| warm slice (decoder only), n={args.reps} | {med_l:.1f} | {med_r:.1f} | {med_r / med_l:.2f}× |",
         f"| warm slice: median of paired (remote − local) | | {diff:+.1f} | |",
         f"| cold slice (encoder + decoder), n=3 | {cl:.0f} | {cr:.0f} | {cr / cl:.2f}× |",
+        f"| fast real task (threshold + components on one slice, no torch), n={len(fast_r)} | "
+        f"{statistics.median(fast_l) * 1000:.1f} | {statistics.median(fast_r) * 1000:.1f} | "
+        f"{statistics.median(fast_r) / statistics.median(fast_l):.2f}× |",
         "",
         f"Protocol overhead alone: `ping()` (heartbeat round trip) median {statistics.median(pings):.2f} ms; "
         f"an interaction takes {n_req:.1f} HTTP requests (start job, long-poll events, fetch result).",
@@ -214,6 +248,8 @@ def main(argv=None):
         f"| one warm interaction, client -> server | {sent:,.0f} |",
         f"| one warm interaction, server -> client | {recv:,.0f} |",
         f"| the two result masks as numpy bool arrays (for scale) | {raw_mask:,} |",
+        f"| one fast-task job (one-slice ROI mask up, one-slice mask back), client -> server / server -> client | "
+        f"{fast_bytes[0]:,.0f} / {fast_bytes[1]:,.0f} |",
         f"| image upload, once per server (CT {ct.array.dtype} {ct.array.nbytes:,} B raw) | {upload_bytes:,} ({upload_s * 1000:.0f} ms) |",
         "| the same image set again, or by another client | 0 (fingerprint known) / < 1 kB |",
         "",

@@ -68,13 +68,14 @@ def dumps(obj) -> bytes:
 
 def bounding_box(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[slice, ...]] | None:
     """(offset, slices) of the smallest box holding every non-zero voxel; None for an empty mask."""
-    if not mask.any():
-        return None
-    sl = []
-    for ax in range(mask.ndim):
+    sl = [slice(0, n) for n in mask.shape]
+    for ax in reversed(range(mask.ndim)):  # each pass only scans the box found so far
+        sub = mask[tuple(sl)]
         other = tuple(a for a in range(mask.ndim) if a != ax)
-        nz = np.flatnonzero(mask.any(axis=other))
-        sl.append(slice(int(nz[0]), int(nz[-1]) + 1))
+        nz = np.flatnonzero(sub.any(axis=other) if other else sub)
+        if nz.size == 0:
+            return None
+        sl[ax] = slice(sl[ax].start + int(nz[0]), sl[ax].start + int(nz[-1]) + 1)
     return tuple(s.start for s in sl), tuple(sl)
 
 
