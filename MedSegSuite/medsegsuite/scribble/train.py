@@ -24,14 +24,14 @@ from .preprocess import normalise, pad_to, resize_image, resize_labels, round_up
 METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
 
 DEFAULT_SETTINGS = {
-    "method": "maco", "axis": 2, "iterations": 300, "batch": 8, "lr": 2e-3, "weight_decay": 1e-4,
+    "method": "maco", "axis": 2, "iterations": 300, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
     "max_size": 160, "tau": DEFAULT_TAU_MM, "w_cpl": DEFAULT_WEIGHTS["cpl"], "w_mcm": DEFAULT_WEIGHTS["mcm"],
     "mcm_rampup": DEFAULT_WEIGHTS["mcm_rampup"], "mask_ratio": mcm_mod.DEFAULTS["ratio"],
     "patch": mcm_mod.DEFAULTS["patch"], "seed": 0, "net": None,
 }
 # Quick per-case mode (train on the current volume's scribbled slices, then segment it): sized to
 # finish a 128³ case in well under 3 minutes on 2 CPU cores (measured in docs/scribble.md).
-QUICK_SETTINGS = {"iterations": 150, "batch": 6, "max_size": 128, "lr": 3e-3}
+QUICK_SETTINGS = {"iterations": 200, "batch": 4, "max_size": 96}
 
 
 @dataclass
