@@ -80,7 +80,12 @@ class RemoteBackend:
         self._hb_thread: threading.Thread | None = None
         self.stats = {"requests": 0, "bytes_sent": 0, "bytes_received": 0}
         if connect:
-            self.connect()
+            try:
+                self.connect()
+            except BaseException:
+                self._http.close()
+                self._hb_http.close()
+                raise
 
     def __repr__(self):  # never shows the key
         return f"RemoteBackend({self.url!r}, state={self._state!r})"
