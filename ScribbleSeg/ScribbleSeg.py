@@ -30,6 +30,7 @@ from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Scribble segmentation"
 MODES = ("quick", "train", "segment")
+METHODS = ("maco", "pce", "pce+cpl", "pce+mcm")  # order of the Method box
 
 
 class ScribbleSeg(ScriptedLoadableModule):
@@ -54,11 +55,31 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         MethodLogic.__init__(self, backend_provider)
         self.model_bytes = None  # the last model trained in this session (uint8 array)
+        self.model_classes = None  # its class names
+        self.cases = []  # more training cases: (volume node, scribbles node)
 
     # ---- method-specific part (MaCo scribbles) ------------------------------------------------
+    def add_case(self, volume_node, scribbles_node) -> int:
+        """Train on this (volume, scribbles) pair too, next to the panel's current volume. Returns
+        the number of extra cases. The scribbles are read when training starts (draw more first)."""
+        from medsegsuite.errors import InputError
+
+        if volume_node is None or scribbles_node is None:
+            raise InputError("select a volume and the segmentation holding its scribbles")
+        if any(v is volume_node for v, _ in self.cases):
+            raise InputError(f"'{volume_node.GetName()}' is already a training case")
+        self.cases.append((volume_node, scribbles_node))
+        return len(self.cases)
+
+    def clear_cases(self) -> None:
+        self.cases = []
+
     def request(self, volume, volume_node, segmentation_node, mode="quick", scribbles_node=None, model="",
-                settings=None, **_):
+                settings=None, method=None, iterations=None, continue_training=False, keep_largest=None, **_):
+        """``mode``: quick | train | segment. ``continue_training``: start from the last model of this
+        session (re-training after more scribbles). Extra cases from :meth:`add_case` join a train job."""
         from MedSegSuiteLib.prompts import scribble_labels
+        from MedSegSuiteLib.volumes import volume_from_node
 
         from medsegsuite.errors import InputError
 
@@ -72,22 +93,61 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
             labels, classes = scribble_labels(scribbles_node, volume.geometry)
             params.update(classes=classes, unlabelled=255, spacing=list(volume.spacing))
             inputs["scribbles"] = labels
-            if settings:
-                params["settings"] = dict(settings)
+            s = dict(settings or {})
+            if method:
+                s["method"] = method
+            if iterations:
+                s["iterations"] = int(iterations)
+            if s:
+                params["settings"] = s
+            if continue_training:
+                if self.model_bytes is None:
+                    raise InputError("no model to continue from: train once first (or untick re-training)")
+                if self.model_classes is not None and list(self.model_classes) != list(classes):
+                    raise InputError(f"the last model segments {self.model_classes}, the scribbles name {classes}; "
+                                     "re-train from scratch or keep the same segment names")
+                inputs["init_model"] = self.model_bytes
+            if mode == "train":
+                for n, (vnode, snode) in enumerate(self.cases, start=1):
+                    if vnode is volume_node:
+                        continue
+                    v = volume_from_node(vnode)
+                    lab, cls = scribble_labels(snode, v.geometry, classes)
+                    inputs[f"image_{n}"] = v.array
+                    inputs[f"scribbles_{n}"] = lab
+                    params[f"spacing_{n}"] = list(v.spacing)
+            elif self.cases:
+                raise InputError("Quick trains on this volume only; use Train for several cases")
         elif model:
             params["model"] = model
         elif self.model_bytes is not None:
             inputs["model"] = self.model_bytes
         else:
             raise InputError("train a model first (Train), or choose a registered model")
+        if mode in ("quick", "segment") and keep_largest:
+            params["keep_largest"] = keep_largest
         return task, params, inputs
 
     def import_result(self, task, result, volume_node, geometry, overwrite, colors):
         if "model" in result.arrays:
             self.model_bytes = result.arrays["model"]
+            self.model_classes = result.info.get("classes")
         if task == "scribble.train":  # a model, no masks: nothing to write
             return None
         return MethodLogic.import_result(self, task, result, volume_node, geometry, overwrite, colors)
+
+    def save_model(self, path) -> str:
+        """Write the session's last model as a checkpoint file (usable by ``medsegsuite scribble
+        segment --model`` and by the Model box)."""
+        from pathlib import Path
+
+        from medsegsuite.errors import InputError
+
+        if self.model_bytes is None:
+            raise InputError("no model trained in this session yet")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(bytes(self.model_bytes.tobytes()))
+        return str(path)
     # ---- end of method-specific part ----------------------------------------------------------
 
 
@@ -109,6 +169,8 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
                                  self.onApply, on_finished=self.onFinished)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
+        self.ui.clearCasesButton.connect("clicked(bool)", self.onClearCases)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
         self.updateButtons()
 
@@ -125,9 +187,22 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                          # ---- method-specific options (MaCo) ----
                          mode=MODES[self.ui.modeComboBox.currentIndex],
                          scribbles_node=self.ui.scribblesSelector.currentNode(),
-                         model=self.ui.modelComboBox.currentText.strip())
+                         model=self.ui.modelComboBox.currentText.strip(),
+                         method=METHODS[self.ui.methodComboBox.currentIndex],
+                         iterations=self.ui.iterationsSpinBox.value,
+                         continue_training=self.ui.continueCheckBox.checked)
+
+    def onAddCase(self):
+        n = self.logic.add_case(self.ui.inputVolumeSelector.currentNode(), self.ui.scribblesSelector.currentNode())
+        self.ui.casesLabel.text = f"{n} more case(s) will be trained on"
+
+    def onClearCases(self):
+        self.logic.clear_cases()
+        self.ui.casesLabel.text = "this volume only"
 
     def onFinished(self, runner):
+        if self.logic.model_bytes is not None:
+            self.ui.continueCheckBox.enabled = True
         if self.ui.segmentationSelector.currentNode() is None and self.logic.segmentation_node is not None:
             self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
         self.updateButtons()

@@ -130,7 +130,7 @@ def test_losses_ignore_unlabelled_pixels():
     assert partial_ce(other, lab).item() == pytest.approx(loss.item(), rel=1e-6)
     want = torch.nn.functional.cross_entropy(torch.stack([logits[0, :, 1, 1], logits[1, :, 5, 6], logits[0, :, 7, 2]]),
                                              torch.tensor([0, 2, 1]))
-    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     # nothing scribbled: zero, still differentiable
     z = partial_ce(logits, torch.full((2, 8, 8), UNLABELLED, dtype=torch.long))
     assert float(z) == 0.0 and z.requires_grad
