@@ -17,6 +17,7 @@ their declared size, and floating arrays must be finite. Every problem raises `I
 """
 from __future__ import annotations
 
+import enum
 import json
 import math
 import struct
@@ -59,11 +60,14 @@ def json_default(o):
         return o.tolist()
     if isinstance(o, (set, tuple)):
         return list(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+    if isinstance(o, enum.Enum):
+        return o.value
+    return str(o)  # paths, dates and the like: a report should never fail to travel
 
 
 def dumps(obj) -> bytes:
-    return json.dumps(obj, default=json_default, allow_nan=False, separators=(",", ":")).encode()
+    """JSON (NaN/Infinity allowed: a metric of an empty mask may be one)."""
+    return json.dumps(obj, default=json_default, separators=(",", ":")).encode()
 
 
 def bounding_box(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[slice, ...]] | None:

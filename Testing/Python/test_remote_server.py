@@ -43,6 +43,8 @@ def components(array: np.ndarray, t: float, min_size: int, roi=None):
 def _components(ctx, image, params, inputs):
     ctx.progress(0.1, "threshold")
     roi = inputs.get("roi")
+    if roi is not None and roi.shape != image.shape:
+        raise InputError(f"roi has shape {roi.shape} but the image has shape {image.shape}")
     kept, largest, sizes = components(image.array, float(params["t"]), int(params.get("min_size", 1)),
                                       None if roi is None else roi.astype(bool))
     ctx.progress(0.6, "labelled")
@@ -221,9 +223,6 @@ def test_bad_payloads_get_4xx_and_the_server_stays_alive(srv, rb):
                                                  {"image": v.array})),
         "2-D image": put("x" * 32, wire.pack({"geometry": geom}, {"image": v.array[0]})),
         "fingerprint": put("0" * 32, wire.pack({"geometry": geom}, {"image": v.array})),
-        "mask off grid": _raw(srv, "POST", "/jobs", session=sid, content=wire.pack(
-            {"task": "test_remote.components", "image_id": good_id, "params": {"t": 1}},
-            {"roi": np.ones((5, 5, 5), bool)})),
         "nan input": _raw(srv, "POST", "/jobs", session=sid, content=wire.pack(
             {"task": "test_remote.components", "image_id": good_id, "params": {"t": 1}},
             {"weights": np.array([np.nan], np.float32)})),
@@ -234,7 +233,7 @@ def test_bad_payloads_get_4xx_and_the_server_stays_alive(srv, rb):
     }
     expect = {"garbage": "bad magic", "wrong dtype": "dtype 'object'", "nan": "NaN", "shape vs geometry": "does not match",
               "bad direction": "orthonormal", "2-D image": "does not match", "fingerprint": "fingerprint",
-              "mask off grid": "image grid", "nan input": "NaN", "unknown task": "unknown task",
+              "nan input": "NaN", "unknown task": "unknown task",
               "meta types": "a job needs", "bad query": "since", "no session": "needs a session"}
     for name, r in cases.items():
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
@@ -245,6 +244,11 @@ def test_bad_payloads_get_4xx_and_the_server_stays_alive(srv, rb):
     assert r.status_code == 413 and "--max-upload-mb" in r.json()["message"]
     with pytest.raises(InputError, match="upload limit"):
         rb.set_image(big)
+    # an input off the image grid: the task refuses it, the job fails with its message
+    job = rb.start_job("test_remote.components", good_id, {"t": 1}, {"roi": np.ones((5, 5, 5), bool)})
+    assert rb.wait(job, timeout=30) == JobState.FAILED
+    with pytest.raises(JobFailed, match=r"roi has shape \(5, 5, 5\)"):
+        rb.result(job)
     # alive and serving afterwards
     assert _raw(srv, "GET", "/health", key=None).json()["status"] == "ok"
     res = run_job(rb, "test_remote.components", v, {"t": 5.0}, timeout=30)

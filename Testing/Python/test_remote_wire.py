@@ -22,6 +22,10 @@ def test_round_trip_is_exact_for_every_allowed_dtype():
     got_meta, got = wire.unpack(wire.pack(meta, arrays))
     assert got_meta == {"task": "x", "params": {"n": 3, "t": 0.5, "slices": [1, 2]}}
     assert set(got) == set(arrays)
+    from pathlib import Path
+
+    report, _ = wire.unpack(wire.pack({"hd95": float("nan"), "file": Path("/m/x.pt")}))
+    assert np.isnan(report["hd95"]) and report["file"] == "/m/x.pt"  # a task's report always travels
     for k, a in arrays.items():
         assert got[k].shape == a.shape and got[k].dtype == a.dtype.newbyteorder("=")
         assert np.array_equal(got[k], a)

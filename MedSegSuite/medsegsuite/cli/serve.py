@@ -87,5 +87,8 @@ def run(args):
     log.info("medsegsuite server on %s://%s:%d, device %s (%s), API key %s, max %d sessions",
              scheme, args.host, args.port, device, describe_device(device),
              "required" if key else "none (loopback only)", args.max_sessions)
+    if device == "cpu":
+        log.warning("note: the server runs on the CPU: SAM-family encoders take seconds per slice; start it with "
+                    "a CUDA build of torch on a GPU machine for interactive speed")
     serve_forever(config, access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
