@@ -362,3 +362,30 @@ def test_cli_make_train_segment_round_trip(tmp_path, tiny_case):
     write_segmentation(Segmentation(vol.geometry, {"disc": lab == 1}), tmp_path / "nobg.seg.nrrd")
     assert main(["scribble", "train", "--image", str(tmp_path / "img.nrrd"), "--scribbles",
                  str(tmp_path / "nobg.seg.nrrd"), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_cli_train_and_segment_through_a_server(tmp_path, tiny_case):
+    """--server: the scribbles, the model bytes and the masks travel over HTTP."""
+    from medsegsuite.cli import main
+    from medsegsuite.io import read_segmentation, write_image
+    from medsegsuite.scribble.labels import scribbles_to_segmentation
+    from medsegsuite.io import write_segmentation
+    from medsegsuite.server import ServerConfig, start_in_thread
+
+    vol, lab, sc = tiny_case
+    write_image(vol, tmp_path / "img.nrrd")
+    write_segmentation(scribbles_to_segmentation(sc, ["disc"], vol.geometry), tmp_path / "scr.seg.nrrd")
+    key = "scribble-test-key-0123456789"
+    (tmp_path / "key").write_text(key)
+    srv = start_in_thread(ServerConfig(port=0, api_key=key, device="cpu"))
+    try:
+        remote = ["--server", srv.url, "--api-key-file", str(tmp_path / "key")]
+        assert main(["scribble", "train", "--image", str(tmp_path / "img.nrrd"), "--scribbles",
+                     str(tmp_path / "scr.seg.nrrd"), "--iterations", "10", "--batch", "2",
+                     "--out", str(tmp_path / "m.pt")] + remote) == 0
+        assert main(["scribble", "segment", "--model", str(tmp_path / "m.pt"), "--image", str(tmp_path / "img.nrrd"),
+                     "--out", str(tmp_path / "out.seg.nrrd")] + remote) == 0
+    finally:
+        srv.stop()
+    out = read_segmentation(tmp_path / "out.seg.nrrd")
+    assert out.names == ["disc"] and out.geometry.same_as(vol.geometry)

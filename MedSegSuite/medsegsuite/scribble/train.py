@@ -131,7 +131,15 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
         load_state_into(net, init_sd, "the starting model")
     opt = torch.optim.AdamW(net.parameters(), lr=float(s["lr"]), weight_decay=float(s["weight_decay"]))
     iters = int(s["iterations"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(s["lr"]), total_steps=iters, pct_start=0.1)
+    warm = max(1, iters // 10)  # linear warm-up over 10%, then cosine decay to 2% of lr
+
+    def lr_factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, iters - warm)
+        return 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(1.0, t)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     use_cpl = soft is not None
     use_mcm = s["method"] in ("maco", "pce+mcm")
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
