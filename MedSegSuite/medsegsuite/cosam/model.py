@@ -31,30 +31,52 @@ ARCH_PREFIX = "cosam/"
 TRAINED = ("coarse_head.", "refine_head.", "error_decoder.")
 
 
-class MaskHead(nn.Module):
-    """SAM's mask head (output upscaling + the first mask token's hypernetwork MLP), copied from a decoder."""
+class Adapter(nn.Module):
+    """A residual conv adapter on the transformer's image output (spatial context the frozen
+    transformer cannot learn); its last conv starts at zero, so a new head behaves like SAM's."""
 
-    def __init__(self, decoder):
+    def __init__(self, dim: int, width: int = 64, depth: int = 2):
         super().__init__()
+        from .heads import _Block, _gn
+
+        self.body = nn.Sequential(nn.Conv2d(dim, width, 1), _gn(width), nn.GELU(),
+                                  *[_Block(width, 2 ** i) for i in range(depth)], nn.Conv2d(width, dim, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, src):
+        return src + self.body(src)
+
+
+class MaskHead(nn.Module):
+    """SAM's mask head (output upscaling + the first mask token's hypernetwork MLP), copied from a
+    decoder, behind a small residual adapter (``adapter_depth`` 0 = none)."""
+
+    def __init__(self, decoder, adapter_width: int = 64, adapter_depth: int = 2):
+        super().__init__()
+        dim = decoder.transformer_dim
+        self.adapter = Adapter(dim, adapter_width, adapter_depth) if adapter_depth > 0 else nn.Identity()
         self.upscaling = copy.deepcopy(decoder.output_upscaling)
         self.hyper = copy.deepcopy(decoder.output_hypernetworks_mlps[0])
 
     def forward(self, mask_token, src):
-        up = self.upscaling(src)
+        up = self.upscaling(self.adapter(src))
         w = self.hyper(mask_token)
         B, c, H, W = up.shape
         return (w[:, None, :] @ up.reshape(B, c, H * W)).reshape(B, 1, H, W)
 
 
 class CoSAM(nn.Module):
-    def __init__(self, backbone, error_width: int = 64, error_depth: int = 3):
+    def __init__(self, backbone, error_width: int = 64, error_depth: int = 3, adapter_width: int = 64,
+                 adapter_depth: int = 2):
         super().__init__()
+        self.head_config = {"adapter_width": adapter_width, "adapter_depth": adapter_depth}
         self.backbone_name = backbone.name
         self.image_size = backbone.image_size
         # frozen parts are shared with the backbone (never trained, never stored)
         self.frozen = {"prompt_encoder": backbone.prompt_encoder, "mask_decoder": backbone.mask_decoder}
-        self.coarse_head = MaskHead(backbone.mask_decoder)
-        self.refine_head = MaskHead(backbone.mask_decoder)
+        self.coarse_head = MaskHead(backbone.mask_decoder, adapter_width, adapter_depth)
+        self.refine_head = MaskHead(backbone.mask_decoder, adapter_width, adapter_depth)
         self.error_decoder = ErrorDecoder(backbone.prompt_encoder.embed_dim, error_width, error_depth)
         self.card: dict = {}
 
@@ -146,7 +168,8 @@ class CoSAM(nn.Module):
 
 def save_cosam(model: CoSAM, path, card: dict, half: bool = False):
     card = {**model.card, **card, "backbone": model.backbone_name,
-            "error_decoder": model.error_decoder.config, "task": "cosam"}
+            "error_decoder": model.error_decoder.config,
+            "mask_head": model.head_config, "task": "cosam"}
     model.card = card
     return save_checkpoint(path, ARCH_PREFIX + model.backbone_name, model.trained_state(half), card)
 
@@ -167,7 +190,9 @@ def load_cosam(path, backbone, sha256=None, size=None) -> CoSAM:
     if bb_name.split("@")[0] != backbone.name.split("@")[0]:
         raise CheckpointError(f"{path} was trained on the '{bb_name}' backbone, not '{backbone.name}'")
     cfg = card.get("error_decoder", {})
-    model = CoSAM(backbone, cfg.get("width", 64), cfg.get("depth", 3))
+    head = card.get("mask_head", {})
+    model = CoSAM(backbone, cfg.get("width", 64), cfg.get("depth", 3), head.get("adapter_width", 64),
+                  head.get("adapter_depth", 2))
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     extra = [k for k in sd if k not in own]

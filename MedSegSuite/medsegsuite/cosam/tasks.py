@@ -230,6 +230,7 @@ def train(ctx, image, params, inputs):
                          {"per_case": splits})},
             "settings": settings, "training": info, "validation": validation,
             "seconds": round(time.time() - t0, 1)}
-    net.card = {**card, "backbone": net.backbone_name, "error_decoder": net.error_decoder.config, "task": "cosam"}
+    net.card = {**card, "backbone": net.backbone_name, "error_decoder": net.error_decoder.config,
+                "mask_head": net.head_config, "task": "cosam"}
     arrays = {f"sd.{k}": v.numpy() for k, v in net.trained_state(half=True).items()}
     return JobResult(arrays=arrays, info={"card": net.card, "architecture": "cosam/" + net.backbone_name})
