@@ -225,3 +225,16 @@ def test_warmup_bn_output_and_loss_match_the_reference_formula(batch):
     assert bn.sample_num == 4
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bn.bn_loss, loss, rtol=1e-5, atol=1e-6)
+
+
+def test_blank_images_do_not_poison_the_stream():
+    """A constant slice (common at a volume's ends) must not turn the adapters' state NaN."""
+    net = tiny_net()
+    blank = torch.zeros(1, 1, 32, 32)
+    vp = VPTTA(net, image_size=400)
+    for a in (vp, GraTa(net), Tent(net)):
+        for i in range(27):  # 9 blanks (identical keys: one memory entry) + 18 images
+            out = a.predict(blank if i % 3 == 0 else image(i, shift=0.3))
+            assert torch.isfinite(out).all(), (type(a).__name__, i)
+    assert torch.isfinite(vp.prompt.data_prompt).all() and vp.memory.ready()
+    assert all(np.all(np.isfinite(v)) for v in vp.memory.values)

@@ -20,7 +20,10 @@ Pieces, as in the reference code:
   layers, predict with the updated prompt, push (key, prompt) into the memory.
 
 Deliberate departures: the reference bank pops only when it holds *more* than its size, so it
-keeps 41 entries; this one keeps exactly 40. Like the reference (its ``fftshift`` has no ``dim`` and
+keeps 41 entries; this one keeps exactly 40. A blank (constant) slice, common at the ends of a
+volume, makes the reference's loss gradient NaN and poisons the prompt, Adam state and memory for
+the rest of the stream; here that image's update is skipped, a zero key has similarity 0 and
+non-finite entries are never stored (identical results on every other image). Like the reference (its ``fftshift`` has no ``dim`` and
 so also rolls the channel axis, with batch 1), the shift here runs over the channel and spatial axes:
 identical to the reference for one image, and for one-channel images simply the 2D shift.
 """
@@ -92,6 +95,8 @@ class PromptMemory:
     def push(self, key, value) -> None:
         k = np.asarray(key, dtype=np.float32).ravel()
         v = np.array(value, dtype=np.float32)
+        if not (np.all(np.isfinite(k)) and np.all(np.isfinite(v))):
+            return  # never store a broken entry (see VPTTA.predict)
         for i, old in enumerate(self.keys):  # an identical key replaces its value in place (as a dict does)
             if old.shape == k.shape and np.array_equal(old, k):
                 self.values[i] = v
@@ -108,7 +113,9 @@ class PromptMemory:
             raise RuntimeError(f"the memory holds {len(self)} entries; retrieval needs {self.neighbours}")
         q = np.asarray(key, dtype=np.float64).ravel()
         keys = np.stack(self.keys).astype(np.float64)
-        cos = keys @ q / (np.linalg.norm(keys, axis=1) * np.linalg.norm(q))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = keys @ q / (np.linalg.norm(keys, axis=1) * np.linalg.norm(q))
+        cos = np.nan_to_num(cos, nan=0.0)  # a blank image has an all-zero key: similarity 0, not NaN
         top = np.argpartition(cos, -self.neighbours)[-self.neighbours:]
         a = cos[top] / self.temperature
         w = np.exp(a - a.max())
@@ -234,7 +241,11 @@ class VPTTA:
             loss = self.bn_loss()
             self.optimizer.zero_grad()
             loss.backward()
-            self.optimizer.step()
+            g = self.prompt.data_prompt.grad
+            if torch.isfinite(loss) and g is not None and bool(torch.isfinite(g).all()):
+                self.optimizer.step()
+            # else: a blank (constant) image makes σ_inst = 0 and d√σ² infinite; skip its update so
+            # the prompt and Adam state stay finite (the reference would turn NaN from here on)
             set_new_sample(self.model, False)
             self.last_loss = float(loss.detach())
         set_new_sample(self.model, False)
