@@ -103,3 +103,28 @@ def test_cli_tta_writes_segmentation_and_report(tmp_path, lits):
     assert r["method"] == "tent" and len(r["entropy_before"]) == 2 and r["options"]["lr"] == 0.001
     args = build_parser().parse_args(["tta", "eval", "--out", str(tmp_path / "t.md")])
     assert args.func.__name__ == "run_eval" and args.out.endswith("t.md")
+
+
+def test_cli_tta_runs_on_a_server(tmp_path, lits):
+    """`--server` runs the same task remotely (in-process server on loopback)."""
+    from medsegsuite.cli import main
+    from medsegsuite.io import read_segmentation, write_image
+    from medsegsuite.server import ServerConfig, start_in_thread
+    from medsegsuite.volume import Volume
+
+    ct = lits[0]
+    part = Volume(np.ascontiguousarray(ct.array[:, :, 60:63]), ct.spacing, ct.origin, ct.direction, name="part")
+    img = write_image(part, tmp_path / "part.nii.gz")
+    key = tmp_path / "key"
+    key.write_text("tta-test-key-0123456789abcdef")
+    srv = start_in_thread(ServerConfig(port=0, api_key=key.read_text(), device="cpu"))
+    try:
+        out = tmp_path / "remote.seg.nrrd"
+        rc = main(["tta", "--server", srv.url, "--api-key-file", str(key), "--model", "liver-source",
+                   "--method", "vptta", "--image", str(img), "--out", str(out)])
+    finally:
+        srv.stop()
+    assert rc == 0
+    seg = read_segmentation(out)
+    ref = lits[1].masks["liver"][:, :, 60:63]
+    assert dice(seg.masks["liver"], ref) > 0.85 and "liver (before)" in seg.names
