@@ -53,17 +53,35 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         MethodLogic.__init__(self, backend_provider)
 
     # ---- method-specific part (CoSAM) ---------------------------------------------------------
+    rounds = None            # every round's mask of the last result (0 = coarse), bool [i, j, k]
+    rounds_structure = None  # the segment they belong to
+    _review = None           # (geometry, overwrite) of the last result, to write a reviewed round
+
+    def model_structure(self, model: str) -> str:
+        """The structure a registered CoSAM model segments (its id otherwise)."""
+        for m in self.backend().list_models():
+            if m.get("id") == model and m.get("structures"):
+                return m["structures"][0]
+        return model
+
     def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
-                slices="all", points_node=None, roi_node=None, **_):
+                slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False, **_):
         """params/inputs of ``cosam.segment``: axial slices (axis 2); points as rows x (= j),
-        y (= i), slice (= k), label; an ROI as i0, i1, j0, j1, k0, k1 (end exclusive)."""
+        y (= i), slice (= k), label; an ROI as i0, i1, j0, j1, k0, k1 (end exclusive).
+
+        ``continue_loop``: the loop starts from the structure's current segment (e.g. the result
+        being corrected) instead of the coarse mask, with the +/- points; nothing is re-encoded."""
         import numpy as np
 
+        from MedSegSuiteLib import segments
         from MedSegSuiteLib.prompts import box_from_roi, points_from_fiducials
+        from medsegsuite.errors import InputError
 
         params = {"model": model or "liver", "iterations": int(iterations), "slices": slices or "all", "axis": 2}
         if structure:
             params["structure"] = structure
+        if propagate:
+            params["propagate"] = True
         inputs = {}
         if points_node is not None:
             pts = points_from_fiducials(points_node, volume.geometry)
@@ -72,7 +90,40 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         if roi_node is not None:
             box = box_from_roi(roi_node, volume.geometry)
             params["roi"] = [box.lo[0], box.hi[0], box.lo[1], box.hi[1], box.lo[2], box.hi[2]]
+        if continue_loop:
+            name = structure or self.model_structure(params["model"])
+            sid = segments.segment_id(segmentation_node, name) if segmentation_node is not None else None
+            if sid is None:
+                raise InputError(f"nothing to continue from: segment '{name}' does not exist yet; press Segment first")
+            if "points" not in inputs:
+                raise InputError("place +/- points first: the loop continues from them")
+            inputs["start"] = segments.read_mask(segmentation_node, sid, volume.geometry)
+            params["structure"] = name
         return self.TASK, params, inputs
+
+    def import_result(self, task, result, volume_node, geometry, overwrite, colors):
+        """Write the final mask (one undo step) and keep every round for review."""
+        name = result.info.get("structure") or next(iter(result.masks))
+        keys = sorted((k for k in result.arrays if k.startswith(f"{name}_round")),
+                      key=lambda k: int(k.rsplit("round", 1)[1]))
+        self.rounds = [result.arrays[k] > 0 for k in keys]
+        self.rounds_structure = name
+        self._review = (geometry, overwrite)
+        return MethodLogic.import_result(self, task, result, volume_node, geometry, overwrite, colors)
+
+    def show_round(self, t: int):
+        """Put round ``t`` (0 = coarse) of the last result into its segment. Not a new undo step:
+        Undo still returns to the state before the result."""
+        from MedSegSuiteLib import segments
+        from medsegsuite.errors import InputError
+
+        if not self.rounds or self.segmentation_node is None:
+            raise InputError("no result to review yet")
+        t = max(0, min(int(t), len(self.rounds) - 1))
+        geometry, overwrite = self._review
+        segments.write_masks(self.segmentation_node, {self.rounds_structure: self.rounds[t]}, geometry,
+                             overwrite=overwrite, undoable=False)
+        return t
     # ---- end of method-specific part ----------------------------------------------------------
 
 
@@ -92,8 +143,11 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = SelfCorrectingSAMLogic()
         self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
-                                 self.onApply, on_finished=self.onFinished)
+                                 self.onApply, idle_text="Segment", on_finished=self.onFinished)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self._continue = False
+        self.ui.continueButton.connect("clicked(bool)", self.onContinue)
+        self.ui.roundSlider.connect("valueChanged(int)", self.onRoundChanged)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
         self.updateButtons()
 
@@ -103,6 +157,8 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         from MedSegSuiteLib.segments import can_undo
 
         self.ui.undoButton.enabled = seg is not None and can_undo(seg)
+        self.ui.roundSlider.enabled = bool(self.logic.rounds)
+        self.ui.continueButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None and seg is not None
 
     def onApply(self):
         self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
@@ -110,11 +166,32 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                          # ---- method-specific options (CoSAM) ----
                          model=self.ui.modelComboBox.currentText, structure=self.ui.structureLineEdit.text,
                          iterations=self.ui.iterationsSpinBox.value, slices=self.ui.slicesLineEdit.text,
-                         points_node=self.ui.pointsSelector.currentNode(), roi_node=self.ui.roiSelector.currentNode())
+                         points_node=self.ui.pointsSelector.currentNode(), roi_node=self.ui.roiSelector.currentNode(),
+                         propagate=self.ui.propagateCheckBox.checked, continue_loop=self._continue)
+        self._continue = False
+
+    def onContinue(self):
+        """+/- points continue the loop from the current segment (runs like Apply)."""
+        self._continue = True
+        self.jobPanel.on_apply()
+        self._continue = False
+
+    def onRoundChanged(self, value):
+        if self.logic.rounds:
+            t = self.logic.show_round(int(value))
+            last = len(self.logic.rounds) - 1
+            self.ui.roundLabel.text = "coarse (prompt-free)" if t == 0 else f"round {t} of {last}"
 
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and runner.phase.value == "done":
             self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+        if runner.phase.value == "done" and self.logic.rounds:
+            last = len(self.logic.rounds) - 1
+            self.ui.roundSlider.blockSignals(True)
+            self.ui.roundSlider.maximum = last
+            self.ui.roundSlider.value = last
+            self.ui.roundSlider.blockSignals(False)
+            self.ui.roundLabel.text = f"round {last} of {last} (final)"
         self.updateButtons()
 
     def onUndo(self):

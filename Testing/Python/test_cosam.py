@@ -229,3 +229,51 @@ def test_cli_train_and_segment(tmp_path, tiny_model_file):
                "--out", str(tmp_path / "x.seg.nrrd"), "--device", "cpu"])
     assert rc == 2  # not a checkpoint: a clear error, nothing written
     assert not (tmp_path / "x.seg.nrrd").exists()
+
+
+def test_panel_logic_reviews_rounds_and_continues_from_points(tiny_model_file, backend):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import slicer
+    import vtk
+
+    from MedSegSuiteLib import prompts, segments
+    from MedSegSuiteLib.volumes import volume_to_node
+    from medsegsuite.errors import InputError
+
+    root = Path(__file__).resolve().parents[2] / "SelfCorrectingSAM"
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    mod = importlib.import_module("SelfCorrectingSAM")
+    vol, _ = _volume()
+    scene = slicer.vtkMRMLScene()
+    node = volume_to_node(vol, scene, "img")
+    logic = mod.SelfCorrectingSAMLogic(lambda: backend)
+    runner = logic.run(node, None, model=str(tiny_model_file), structure="blob", iterations=2, timeout=120)
+    assert runner.phase.value == "done", runner.error
+    seg = logic.segmentation_node
+    sid = segments.segment_id(seg, "blob")
+    assert len(logic.rounds) == 3
+    assert np.array_equal(segments.read_mask(seg, sid, vol.geometry), logic.rounds[-1])
+    logic.show_round(0)  # the slider: the coarse mask goes into the segment ...
+    assert np.array_equal(segments.read_mask(seg, sid, vol.geometry), logic.rounds[0])
+    with pytest.raises(InputError, match="points"):
+        logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob", continue_loop=True)
+    # +/- points continue the loop from the segment as it is
+    fid = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    ras = vol.geometry.ijk_to_ras @ np.array([12.0, 10.0, 2.0, 1.0])
+    fid.AddControlPoint(vtk.vtkVector3d(*ras[:3]), "p")
+    prompts.set_point_sign(fid, 0, positive=True)
+    _, params, inputs = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob",
+                                      continue_loop=True, points_node=fid)
+    assert np.array_equal(inputs["start"], logic.rounds[0]) and inputs["points"].tolist() == [[10, 12, 2, 1]]
+    reviewed = logic.rounds[0].copy()
+    runner = logic.run(node, seg, model=str(tiny_model_file), structure="blob", iterations=2, points_node=fid,
+                       continue_loop=True, timeout=120)
+    assert runner.phase.value == "done", runner.error
+    assert segments.read_mask(seg, sid, vol.geometry)[12, 10, 2]
+    # ... and each result is one undo step: undo returns to the reviewed coarse mask
+    assert segments.undo_last_write(seg)
+    assert np.array_equal(segments.read_mask(seg, segments.segment_id(seg, "blob"), vol.geometry), reviewed)
