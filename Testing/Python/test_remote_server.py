@@ -411,6 +411,8 @@ def test_server_restart_gives_a_clear_reconnect_message(short):
             with pytest.raises(SessionLost, match=r"job .* was lost: .*server restarted.*reconnect"):
                 rb.wait(job, timeout=10)
             assert rb.connection_state()["state"] == "session lost"
+            p = rb.ping()  # what the hub panel's timer sees
+            assert not p["ok"] and p["state"] == "session lost" and "restarted" in p["error"]
             with pytest.raises(SessionLost, match="server restarted"):
                 strict.start_job("test_remote.components", image_id, {"t": 0.0})
             res = run_job(rb, "test_remote.components", v, {"t": 0.0}, timeout=30)  # reconnects, re-uploads

@@ -222,14 +222,12 @@ class RemoteBackend:
         try:
             if self.session_id is not None:
                 self._request("POST", "/sessions/heartbeat", http=self._hb_http)
-            else:
-                self._request("GET", "/health", session=False, http=self._hb_http)
-            ok = self._state in (CONNECTED, SESSION_LOST, DISCONNECTED)
-            if self.session_id is not None:
                 self._set_state(CONNECTED)
+            else:  # reachable, but no session: reconnect() opens one
+                self._request("GET", "/health", session=False, http=self._hb_http)
         except RemoteError:
-            ok = False
-        return {"ok": ok and self._state == CONNECTED, "latency_ms": round(1000 * (time.perf_counter() - t0), 2),
+            pass  # the state and error say what went wrong
+        return {"ok": self._state == CONNECTED, "latency_ms": round(1000 * (time.perf_counter() - t0), 2),
                 "state": self._state, "error": self._error}
 
     # -- Backend interface ---------------------------------------------------------------------
