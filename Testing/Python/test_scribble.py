@@ -133,7 +133,7 @@ def test_losses_ignore_unlabelled_pixels():
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     # nothing scribbled: zero, still differentiable
     z = partial_ce(logits, torch.full((2, 8, 8), UNLABELLED, dtype=torch.long))
-    assert float(z) == 0.0 and z.requires_grad
+    assert z.item() == 0.0 and z.requires_grad
     # soft CE equals hard CE for one-hot soft labels; consistency is 0 for identical predictions
     onehot = torch.nn.functional.one_hot(torch.zeros(2, 8, 8, dtype=torch.long), 3).permute(0, 3, 1, 2).float()
     ce = torch.nn.functional.cross_entropy(logits, torch.zeros(2, 8, 8, dtype=torch.long))
