@@ -13,6 +13,16 @@ from medsegsuite.tta.vptta import (VPTTA, FourierPrompt, PromptMemory, WarmupBat
 TINY = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks on 32 px images gain nothing from threads; on a busy 2-core machine the
+    thread hand-offs of such small ops cost up to a second per image."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_net(seed=0):
     torch.manual_seed(seed)
     net = build_unet(TINY)

@@ -128,3 +128,13 @@ def test_cli_tta_runs_on_a_server(tmp_path, lits):
     seg = read_segmentation(out)
     ref = lits[1].masks["liver"][:, :, 60:63]
     assert dice(seg.masks["liver"], ref) > 0.85 and "liver (before)" in seg.names
+
+
+def test_stream_continues_adapter_state_across_jobs(lits, backend):
+    ct = lits[0]
+    p = {"model": "liver-source", "method": "vptta", "slices": "60:63", "stream": "pytest-stream"}
+    first = run_job(backend, "tta.adapt", ct, p).info
+    second = run_job(backend, "tta.adapt", ct, p).info
+    assert first["stream_images_seen"] == 3 and second["stream_images_seen"] == 6
+    fresh = run_job(backend, "tta.adapt", ct, {**p, "stream": None}).info
+    assert "stream_images_seen" not in fresh

@@ -68,6 +68,11 @@ def adapt(ctx, image, params, inputs):
             "seconds_plain": res["seconds_plain"], "seconds_adapt": res["seconds_adapt"],
             "segments": {"after": structure, "before": before_name(structure) if method != "none" else None},
             **summarise(res)}
+    if stream and method != "none":
+        info["stream"] = str(stream)
+        seen = getattr(res.get("adapter"), "images_seen", None)
+        if seen is not None:
+            info["stream_images_seen"] = int(seen)
     if method == "dyna" and keep_case:
         from .dyna import queue_case, queued_cases
 
