@@ -137,9 +137,9 @@ def test_losses_ignore_unlabelled_pixels():
     # soft CE equals hard CE for one-hot soft labels; consistency is 0 for identical predictions
     onehot = torch.nn.functional.one_hot(torch.zeros(2, 8, 8, dtype=torch.long), 3).permute(0, 3, 1, 2).float()
     ce = torch.nn.functional.cross_entropy(logits, torch.zeros(2, 8, 8, dtype=torch.long))
-    assert float(soft_ce(logits, onehot)) == pytest.approx(float(ce), rel=1e-5)
-    assert float(consistency(logits, logits)) == 0.0
-    assert float(consistency(logits + torch.randn_like(logits), logits)) > 0
+    assert soft_ce(logits, onehot).item() == pytest.approx(ce.item(), rel=1e-5)
+    assert consistency(logits, logits).item() == 0.0
+    assert consistency(logits + torch.randn_like(logits), logits).item() > 0
 
 
 # ---------------------------------------------------------------- scribble checks
