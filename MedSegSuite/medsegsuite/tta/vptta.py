@@ -62,14 +62,18 @@ class FourierPrompt(nn.Module):
     def set(self, values) -> None:
         self.data_prompt.copy_(torch.as_tensor(values, dtype=self.data_prompt.dtype).reshape(self.data_prompt.shape))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fftshift-ed amplitude, phase) of ``x``: the prompt-independent part, reusable for one image."""
+        spec = torch.fft.fft2(x, dim=(-2, -1))
+        return torch.fft.fftshift(spec.abs(), dim=SHIFT_DIMS), spec.angle()
+
+    def forward(self, x: torch.Tensor, spectrum=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompted image, key = central s×s of the unprompted shifted amplitude)."""
         h, w = x.shape[-2:]
         s = self.size
         top, left = (h - s) // 2, (w - s) // 2
-        spec = torch.fft.fft2(x, dim=(-2, -1))
-        amp, pha = spec.abs(), spec.angle()
-        amp = torch.fft.fftshift(amp, dim=SHIFT_DIMS)
+        amp, pha = spectrum if spectrum is not None else self.spectrum(x)
         mask = F.pad(self.data_prompt, (left, w - left - s, top, h - top - s), mode="constant", value=1.0)
         amp_p = torch.fft.ifftshift(amp * mask, dim=SHIFT_DIMS)
         key = amp[..., top:top + s, left:left + s]
@@ -228,15 +232,17 @@ class VPTTA:
         if x.shape[0] != 1:
             raise ValueError("VPTTA adapts one image at a time (batch 1)")
         set_new_sample(self.model, True)
+        with torch.no_grad():
+            spec = self.prompt.spectrum(x)  # the same for the key, the update and the prediction
         if self.memory.ready():
             with torch.no_grad():
-                _, key = self.prompt(x)
+                _, key = self.prompt(x, spec)
             init = self.memory.retrieve(key.cpu().numpy())
         else:
             init = np.ones(tuple(self.prompt.data_prompt.shape), dtype=np.float32)
         self.prompt.set(init)
         for _ in range(self.iters):
-            px, _ = self.prompt(x)
+            px, _ = self.prompt(x, spec)
             self.model(px)
             loss = self.bn_loss()
             self.optimizer.zero_grad()
@@ -250,7 +256,7 @@ class VPTTA:
             self.last_loss = float(loss.detach())
         set_new_sample(self.model, False)
         with torch.no_grad():
-            px, key = self.prompt(x)
+            px, key = self.prompt(x, spec)
             logits = self.model(px)
         self.memory.push(key.cpu().numpy(), self.prompt.data_prompt.detach().cpu().numpy())
         return logits
