@@ -193,7 +193,13 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                          continue_training=self.ui.continueCheckBox.checked)
 
     def onAddCase(self):
-        n = self.logic.add_case(self.ui.inputVolumeSelector.currentNode(), self.ui.scribblesSelector.currentNode())
+        from medsegsuite.errors import InputError
+
+        try:
+            n = self.logic.add_case(self.ui.inputVolumeSelector.currentNode(), self.ui.scribblesSelector.currentNode())
+        except InputError as e:
+            slicer.util.errorDisplay(str(e))
+            return
         self.ui.casesLabel.text = f"{n} more case(s) will be trained on"
 
     def onClearCases(self):
