@@ -155,10 +155,12 @@ NOTES = """\
   (input gradients only: the weights are frozen and need none), takes an Adam step, and runs a
   second forward pass for the prediction. Two forward passes plus one input-gradient backward
   pass is at least ~3× a plain forward pass; at 128 px on a CPU the per-operation overhead of the
-  extra reductions and of autograd adds more. Measured on an idle core (liver-source, 1 thread, batch 1):
-  plain 7.2 ms, TENT 28.9 ms (4.0×), VPTTA 52 ms (7.2×, after computing the BN moments in one
-  place instead of with `torch.var`, which had cost another ~15%). The ratio in the tables above
-  was measured on a shared, loaded machine. On a GPU the extra passes are mostly launch latency.
+  extra reductions, of autograd and of Adam adds more. Measured with 1 thread (liver-source, batch 1,
+  128 px, `torch.profiler`): plain 7.3 ms, TENT 21–23 ms (~3×), VPTTA 37 ms (~5×); the convolutions
+  of the two forward passes and the backward pass are ~60% of it. Already done to get there (same
+  values): the BN moments computed once per layer without `torch.var` (8× slower on this CPU), the
+  normalisation as one fused `batch_norm`, one FFT per image instead of three. The ratios in the
+  tables were measured on a shared, loaded machine. On a GPU the extra passes are mostly launch latency.
 * **VPTTA in a long multi-centre stream.** The warm-up weight λ_t = 1/(√t/5 + 1) keeps falling over
   the whole stream (t = 49..72 during centre B: λ ≈ 0.4), so later centres are normalised mostly with
   the *source* statistics, and the memory bank mixes prompts of earlier centres. This is VPTTA's
