@@ -138,3 +138,14 @@ def test_stream_continues_adapter_state_across_jobs(lits, backend):
     assert first["stream_images_seen"] == 3 and second["stream_images_seen"] == 6
     fresh = run_job(backend, "tta.adapt", ct, {**p, "stream": None}).info
     assert "stream_images_seen" not in fresh
+
+
+def test_eval_command_writes_the_table(tmp_path):
+    from medsegsuite.cli import main
+
+    out = tmp_path / "tta.md"
+    assert main(["tta", "eval", "--out", str(out), "--datasets", "liver-source", "--methods", "none", "vptta",
+                 "--slices-per-centre", "2"]) == 0
+    text = out.read_text()
+    assert "SYNTHETIC" in text and "| B-noise |" in text and "× plain inference" in text
+    assert "VPTTA cost" in text and (tmp_path / "tta.json").exists()

@@ -58,7 +58,9 @@ def register(sub):
     e.add_argument("--slices-per-centre", type=int, default=24, help="held-out slices per centre (default 24)")
     e.add_argument("--night-iterations", type=int, default=30,
                    help="DyNA night iterations (batch 4) per centre (default 30)")
-    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: batch-1 128 px slices gain nothing from more, and on a "
+                   "busy machine thread hand-offs are costly)")
     e.set_defaults(func=run_eval)
 
     t = s.add_parser("train-source", help="rebuild the shipped source models into Resources/Models")

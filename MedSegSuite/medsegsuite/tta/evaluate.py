@@ -202,10 +202,11 @@ NOTES = """\
 
 
 def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("none", "tent", "vptta", "grata", "dyna"),
-                   slices_per_centre: int = 24, night_iterations: int = 30, threads: int = 2, log=print,
+                   slices_per_centre: int = 24, night_iterations: int = 30, threads: int = 1, log=print,
                    notes: str = NOTES) -> Path:
     import torch
 
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     methods = list(methods)
@@ -218,6 +219,7 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
     try:
         results = [evaluate_dataset(d, methods, slices_per_centre, night_iterations, log) for d in datasets]
     finally:
+        torch.set_num_threads(prev_threads)
         if old_home is None:
             os.environ.pop("MEDSEGSUITE_HOME", None)
         else:
