@@ -187,7 +187,7 @@ def _write(out, results, timings, coverage, sweep, methods, datasets, iterations
               f"{seeds} seed(s) per run (mean shown).",
               "* Post-processing for every method: largest 3D connected component of the liver; tumour and "
               "the bilateral nuclei untouched.",
-              "* Full supervision: plain cross-entropy on the dense labels of the same training slices.", ""]
+              "* Full supervision: cross-entropy + soft Dice on the dense labels of the same training slices (plain CE alone collapsed to background for one Colin27 seed).", ""]
     if sweep:
         lines += ["## Choice of tau (CPL decay length)", "",
                   "pCE+CPL on LiTS-117, Dice on the *validation* slices:", "",
