@@ -142,6 +142,22 @@ def test_losses_ignore_unlabelled_pixels():
     assert consistency(logits + torch.randn_like(logits), logits).item() > 0
 
 
+def test_dense_dice_loss_of_the_full_supervision_baseline():
+    from medsegsuite.scribble.train import dense_dice_loss
+
+    lab = torch.zeros(1, 8, 8, dtype=torch.long)
+    lab[0, 2:5, 2:5] = 1
+    perfect = torch.nn.functional.one_hot(lab, 2).permute(0, 3, 1, 2).float() * 40
+    assert dense_dice_loss(perfect, lab, 2).item() < 1e-3
+    wrong = perfect.flip(1)
+    assert dense_dice_loss(wrong, lab, 2).item() > 0.99
+    unl = lab.clone()
+    unl[0, 0, :] = UNLABELLED
+    odd = perfect.clone()
+    odd[0, :, 0, :] = torch.tensor([-40.0, 40.0])[:, None]  # wrong only where unlabelled
+    assert dense_dice_loss(odd, unl, 2).item() < 1e-3
+
+
 # ---------------------------------------------------------------- scribble checks
 def _geom(shape=(20, 20, 6), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)):
     return Geometry(shape, spacing, origin)

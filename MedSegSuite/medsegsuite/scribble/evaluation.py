@@ -13,7 +13,7 @@ Protocol (one volume per dataset; 2D networks on axial slices, axis 2):
   8th from 4 within the crop; validation: every 8th from 0; test: the rest.
 * Scribbles (synthetic): `generator.make_scribbles` with its defaults (fraction 0.8, 1-voxel strokes,
   background ring at 10 mm plus 10 far strokes). Full supervision uses the dense labels of the same
-  training slices. Every method keeps the largest 3D connected component of the liver (one organ);
+  training slices (CE + soft Dice). Every method keeps the largest 3D connected component of the liver (one organ);
   tumour and the bilateral nuclei are left as predicted.
 """
 from __future__ import annotations
@@ -187,7 +187,8 @@ def _write(out, results, timings, coverage, sweep, methods, datasets, iterations
               f"{seeds} seed(s) per run (mean shown).",
               "* Post-processing for every method: largest 3D connected component of the liver; tumour and "
               "the bilateral nuclei untouched.",
-              "* Full supervision: cross-entropy + soft Dice on the dense labels of the same training slices (plain CE alone collapsed to background for one Colin27 seed).", ""]
+              "* Full supervision: cross-entropy + soft Dice on the dense labels of the same training slices "
+              "(plain CE alone collapsed to background for one Colin27 seed).", ""]
     if sweep:
         lines += ["## Choice of tau (CPL decay length)", "",
                   "pCE+CPL on LiTS-117, Dice on the *validation* slices:", "",
