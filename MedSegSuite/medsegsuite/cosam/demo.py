@@ -34,6 +34,7 @@ def run_step(backend, ct, ref, settings, log=print):
     reg = default_registry()
     axis = int(settings.get("axis", 2))
     demo_slices = list(settings.get("evaluated_slices") or range(ct.shape[axis]))
+    # encoder_calls: slices the CoSAM jobs had to encode (0 when the oracle-box step's embeddings were reused)
     masks, report = {}, {"dice": {}, "dice_by_round": {}, "slice_mean_dice_by_round": {}, "rounds_accepted": {},
                          "models": {}}
     heldout_all = None
@@ -58,6 +59,7 @@ def run_step(backend, ct, ref, settings, log=print):
         acc = [r.info["per_slice"][str(k)]["accepted"] for k in held]
         report["rounds_accepted"][structure] = {"mean": round(float(np.mean(acc)), 2), "max": int(max(acc))}
         report["models"][structure] = model_id
+        report["encoder_calls"] = report.get("encoder_calls", 0) + int(r.info["encoder_calls"])
         heldout_all = sorted(set(heldout_all or []) | set(held))
         log(f"[cosam] {structure}: Dice by round {report['dice_by_round'][structure]} on {len(held)} held-out slices")
     report["heldout_slices"] = heldout_all or []
