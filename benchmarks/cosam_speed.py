@@ -137,6 +137,26 @@ def main(argv=None):
               "| route | ms per slice | speed-up vs fp32 | max abs embedding difference vs fp32 | build s |",
               "|---|---|---|---|---|", *enc_rows, ""]
 
+    # FLOP counts (independent of the machine's load): one encoder pass vs the coarse mask and a round
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(fn):
+        with FlopCounterMode(display=False) as fc, torch.inference_mode():
+            fn()
+        return fc.get_total_flops() / 1e9
+
+    e = embs[idx[0]]
+    x = torch.from_numpy(preprocess_slice(arr[:, :, idx[0]], 256, WINDOW))[None]
+    g_enc = flops(lambda: lite.image_encoder(x))
+    cm = (model.coarse(e) > 0).float()
+    g_coarse = flops(lambda: (model.coarse(e), model.errors(e, cm)))
+    p = build_prompts(cm[0, 0].numpy() > 0, np.zeros(cm.shape[-2:], np.float32), 5)
+    g_round = flops(lambda: (model.prompted(e, [p], cm), model.errors(e, cm)))
+    lines += ["## FLOPs (GFLOP per slice, torch FlopCounterMode)", "",
+              "| encoder | coarse mask + error map | one round (prompted decode + error map) | coarse + 4 rounds / encoder |",
+              "|---|---|---|---|",
+              f"| {g_enc:.1f} | {g_coarse:.2f} | {g_round:.2f} | {(g_coarse + 4 * g_round) / g_enc:.2f} |", ""]
+
     if not a.no_volume:
         exact = [m for m, v in embs_by_mode.items() if v[2]]
         best = min(exact, key=lambda m: embs_by_mode[m][1])

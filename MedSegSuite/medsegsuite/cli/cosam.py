@@ -31,7 +31,8 @@ def register(sub):
     t.add_argument("--sample", choices=["lits117"], help="train on a bundled sample case instead of files")
     t.add_argument("--structure", required=True, help="segment name to learn (e.g. liver)")
     t.add_argument("--label-values", help="labelmap values that form the structure, e.g. 1,2 (default: by name)")
-    t.add_argument("--domains", nargs="+", metavar="TAG", help="a domain tag per case (scanner/centre), reported per tag")
+    t.add_argument("--domains", nargs="+", metavar="TAG",
+                   help="a domain tag per case (scanner/centre), reported per tag")
     t.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write (+ MODEL.json model card)")
     t.add_argument("--axis", type=int, default=2, help="slice axis (default 2, axial for RAS-ordered volumes)")
     t.add_argument("--window", help="intensity window lo,hi (default: CT -160,240 for CT-like data, else percentiles)")
@@ -159,7 +160,9 @@ def run_train(args):
     params = {"structure": args.structure, "axis": args.axis, "window": window, "split": args.split,
               "steps": args.steps, "refine_steps": args.refine_steps, "batch": args.batch,
               "backbone": args.backbone,
-              "backbone_checkpoint": str(Path(args.backbone_checkpoint).resolve()) if args.backbone_checkpoint else None, "lr": args.lr, "seed": args.seed,
+              "backbone_checkpoint": (str(Path(args.backbone_checkpoint).resolve())
+                                      if args.backbone_checkpoint else None),
+              "lr": args.lr, "seed": args.seed,
               "case_names": [c[0] for c in cases], "domains": args.domains or ["default"] * len(cases),
               "embedding_cache": str(Path(args.embedding_cache).resolve()) if args.embedding_cache else None}
     backend = make_backend(args)

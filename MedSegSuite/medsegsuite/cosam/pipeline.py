@@ -97,7 +97,8 @@ def segment_volume(model, predictor, array: np.ndarray, image_id: str, axis: int
             for j, i in enumerate(chunk):
                 m = pred[j]
                 if i in clicks:  # the clicked pixels always carry the user's label
-                    for (x, y), lab in zip(np.asarray(clicks[i][0]).reshape(-1, 2), np.asarray(clicks[i][1]).reshape(-1)):
+                    pts, labs = np.asarray(clicks[i][0]).reshape(-1, 2), np.asarray(clicks[i][1]).reshape(-1)
+                    for (x, y), lab in zip(pts, labs):
                         m[int(round(y)), int(round(x))] = bool(lab)
                 insert_slice(vols[t], axis, i, m)
         for j, i in enumerate(chunk):

@@ -199,7 +199,8 @@ def train(ctx, image, params, inputs):
     emb = torch.cat(embs)
     steps = int(params.get("steps", 300))
     refine_steps = int(params["refine_steps"]) if params.get("refine_steps") is not None else steps
-    settings = {"steps": steps, "refine_steps": refine_steps, "batch": int(params.get("batch", 8)), "lr": float(params.get("lr", 1e-4)),
+    settings = {"steps": steps, "refine_steps": refine_steps, "batch": int(params.get("batch", 8)),
+                "lr": float(params.get("lr", 1e-4)),
                 "lr_schedule": "poly(0.9)", "optimizer": "Adam", "k_points": 5, "alpha": 0.2,
                 "loss": "Ls(coarse) + 1.0 Ls(refined) + 0.1 Ls(guided) + Le; Ls = Dice + BCE; Le = weighted BCE",
                 "seed": int(params.get("seed", 0)), "axis": axis}
@@ -221,7 +222,8 @@ def train(ctx, image, params, inputs):
     validation = {"metric": "mean per-slice Dice on held-out slices", "dice_by_round": mean_by_round,
                   "coarse": mean_by_round[0], "final": mean_by_round[-1],
                   "slices": splits[0]["heldout"] if n_cases == 1 else sum(len(s["heldout"]) for s in splits),
-                  "per_case": per_case, "final_by_domain": {k: round(float(np.mean(v)), 4) for k, v in by_domain.items()}}
+                  "per_case": per_case,
+                  "final_by_domain": {k: round(float(np.mean(v)), 4) for k, v in by_domain.items()}}
     card = {"structure": structure, "structures": [structure], "window": windows[0], "axis": axis,
             "data": [{"case": names[i], "domain": domains[i], "shape": list(np.shape(inputs[f"image{i}"]))}
                      for i in range(n_cases)],
