@@ -98,3 +98,13 @@ def test_bad_files_and_masks_give_clear_errors(tmp_path, oblique_volume):
     assert back.names == ["empty"] and not back.masks["empty"].any()
     with pytest.raises(InputError, match="no segment named"):
         back.require("liver")
+
+
+def test_dicom_io_leaves_the_text_encoding_alone(tmp_path, oblique_volume):
+    """GDCM sets the C locale; afterwards Python would read and write text files as ASCII."""
+    import locale
+
+    before = locale.getpreferredencoding(False)
+    v = oblique_volume.with_array(np.round(oblique_volume.array).astype(np.int16))
+    read_image(write_image(v, tmp_path / "series"))
+    assert locale.getpreferredencoding(False) == before

@@ -1,6 +1,8 @@
 """Image files <-> `Volume` through SimpleITK (LPS on disk, RAS in memory)."""
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 from pathlib import Path
 
@@ -80,9 +82,27 @@ def write_image(vol: Volume, path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _keep_locale():
+    """GDCM switches the process locale to "C" while it reads or writes DICOM, which leaves Python's
+    default text encoding at ASCII afterwards (in Slicer too); restore the caller's locale."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        try:
+            locale.setlocale(locale.LC_ALL, saved)
+        except locale.Error:
+            pass
+
+
 def read_dicom_series(folder, name: str | None = None) -> Volume:
+    with _keep_locale():
+        return _read_dicom_series(Path(folder), name)
+
+
+def _read_dicom_series(folder: Path, name: str | None) -> Volume:
     sitk = _sitk()
-    folder = Path(folder)
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not ids:
         raise InputError(f"no DICOM series found in {folder}")
@@ -96,6 +116,11 @@ def read_dicom_series(folder, name: str | None = None) -> Volume:
 
 def write_dicom_series(vol: Volume, folder) -> Path:
     """Write one CT-like DICOM series (int16, one file per k slice) with full geometry tags."""
+    with _keep_locale():
+        return _write_dicom_series(vol, folder)
+
+
+def _write_dicom_series(vol: Volume, folder) -> Path:
     sitk = _sitk()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
