@@ -113,7 +113,7 @@ def run_demo(out, slices: str = "default", backend=None, methods=None, log=print
             report["methods"][name] = rep
             log(f"[demo] {name} Dice {rep.get('dice')} in {rep['seconds']:.1f} s")
 
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         write_overlay(out / "overlay.png", ct, ref, results, indices)
         writer = _optional(SCENE_WRITER)
         if writer is not None:

@@ -135,7 +135,7 @@ def parse_slices(spec: str, n: int) -> list[int]:
 
 def slices_from_report(path) -> tuple[int, list[int]]:
     try:
-        settings = json.loads(Path(path).read_text())["settings"]
+        settings = json.loads(Path(path).read_text(encoding="utf-8"))["settings"]
         return int(settings.get("axis", 2)), [int(i) for i in settings["evaluated_slices"]]
     except FileNotFoundError:
         raise InputError(f"--slices-from: {path} not found") from None
@@ -146,7 +146,7 @@ def slices_from_report(path) -> tuple[int, list[int]]:
 
 def _partial_slices(report: Path) -> bool:
     try:
-        settings = json.loads(report.read_text()).get("settings", {})
+        settings = json.loads(report.read_text(encoding="utf-8")).get("settings", {})
     except (OSError, ValueError, AttributeError):
         return False
     return "evaluated_slices" in settings and settings.get("slices") != "all"
@@ -156,7 +156,7 @@ def read_centres(path) -> dict[str, str]:
     p = Path(path)
     if not p.exists():
         raise InputError(f"--centres file not found: {p}")
-    rows = [r for r in csv.reader(p.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(p.read_text(encoding="utf-8").splitlines()) if r and any(c.strip() for c in r)]
     if rows and [c.strip().lower() for c in rows[0][:2]] in (["case", "centre"], ["case", "center"]):
         rows = rows[1:]
     out = {}

@@ -117,7 +117,7 @@ def run_train(args):
     from ..scribble.checkpoint import read_model_dict
 
     _, card = read_model_dict(path=out)  # verifies the file loads with weights_only=True
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB): classes {classes}, "
           f"{res.info['training']['slices']} scribbled slices, {res.info['training']['seconds']} s")
 

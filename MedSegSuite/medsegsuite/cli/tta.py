@@ -95,7 +95,7 @@ def run_adapt(args):
           f"before -> {info['mean_entropy_after']:.4f} after ({args.method})")
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps({"image": str(args.image), **info}, indent=1))
+        Path(args.report).write_text(json.dumps({"image": str(args.image), **info}, indent=1), encoding="utf-8")
         print(f"wrote {args.report}")
 
 

@@ -173,7 +173,7 @@ def write_segmentation(seg: Segmentation, path) -> Path:
     lab, names = masks_to_labelmap(seg.masks)
     write_image(Volume.from_geometry(lab, seg.geometry), path)
     Path(str(path) + ".labels.json").write_text(json.dumps(
-        {str(v): {"name": n, "color": list(seg.colors[n])} for v, n in names.items()}, indent=1))
+        {str(v): {"name": n, "color": list(seg.colors[n])} for v, n in names.items()}, indent=1), encoding="utf-8")
     return path
 
 
@@ -208,7 +208,7 @@ def read_segmentation(path, names: dict[int, str] | None = None) -> Segmentation
     side = Path(str(path) + ".labels.json")
     colors = {}
     if names is None and side.exists():
-        meta = json.loads(side.read_text())
+        meta = json.loads(side.read_text(encoding="utf-8"))
         names = {int(v): d["name"] for v, d in meta.items()}
         colors = {d["name"]: tuple(d["color"]) for d in meta.values()}
     seg = Segmentation.from_labelmap(vol, names) if names is not None else Segmentation(

@@ -145,7 +145,7 @@ def load_preset(spec: str) -> Preset:
             raise InputError(f"unknown preset '{spec}': give one of {', '.join(available_presets())} "
                              "or the path of a preset JSON file")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"preset file {path} is not valid JSON: {e}") from None
     return Preset.from_dict(d, str(path))

@@ -237,7 +237,7 @@ def write_report(rows, out, settings: dict | None = None, group_by_centre: bool 
         files[p.stem] = p
     md = markdown_report(rows, summary, comparisons, pngs, dict(settings or {}), out)
     files["report"] = out / "report.md"
-    files["report"].write_text(md)
+    files["report"].write_text(md, encoding="utf-8")
     return files
 
 

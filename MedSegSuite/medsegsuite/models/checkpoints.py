@@ -84,7 +84,7 @@ def save_checkpoint(path, architecture: str, state_dict: dict, card: dict | None
     torch.save({"format": FORMAT, "architecture": architecture, "state_dict": sd, "card": card}, tmp)
     tmp.replace(path)
     card_path = path.with_suffix(".json")
-    card_path.write_text(json.dumps({"architecture": architecture, **card}, indent=2))
+    card_path.write_text(json.dumps({"architecture": architecture, **card}, indent=2), encoding="utf-8")
     return path
 
 

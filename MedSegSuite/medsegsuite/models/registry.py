@@ -81,7 +81,7 @@ class ModelRegistry:
         path = Path(path)
         if not path.exists():
             return
-        for d in json.loads(path.read_text()):
+        for d in json.loads(path.read_text(encoding="utf-8")):
             e = ModelEntry(**d, base=path.parent)
             self.entries[e.id] = e
 
@@ -114,9 +114,9 @@ class ModelRegistry:
                            structures=list(structures or card.get("structures", [])),
                            task=task or card.get("task", ""), description=description, base=dest_dir)
         reg = dest_dir / "registry.json"
-        items = [d for d in (json.loads(reg.read_text()) if reg.exists() else []) if d["id"] != model_id]
+        items = [d for d in (json.loads(reg.read_text(encoding="utf-8")) if reg.exists() else []) if d["id"] != model_id]
         items.append(entry.to_dict())
-        reg.write_text(json.dumps(items, indent=1))
+        reg.write_text(json.dumps(items, indent=1), encoding="utf-8")
         self.entries[model_id] = entry
         return entry
 

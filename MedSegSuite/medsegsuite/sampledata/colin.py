@@ -38,7 +38,7 @@ def colin27_t1() -> Volume:
 @lru_cache(maxsize=1)
 def aal_names() -> dict[int, str]:
     names = {}
-    for line in colin_paths()["aal_names"].read_text().splitlines():
+    for line in colin_paths()["aal_names"].read_text(encoding="utf-8").splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0].isdigit():
             names[int(parts[0])] = parts[1]

@@ -201,5 +201,5 @@ def _write(out, results, timings, coverage, sweep, methods, datasets, iterations
               f"* total wall time {total / 60:.1f} min; per run (train + segment): " + ", ".join(
                   f"{k[0]}/{k[1]} {np.mean(v):.0f} s" for k, v in timings.items()), ""]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines))
+    Path(out).write_text("\n".join(lines), encoding="utf-8")
     return report

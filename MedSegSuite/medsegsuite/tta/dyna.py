@@ -72,13 +72,13 @@ def clear_queue(model_id: str, archive: bool = True) -> int:
 
 def versions(model_id: str) -> list[dict]:
     f = store_dir(model_id) / "versions.json"
-    return json.loads(f.read_text()) if f.exists() else []
+    return json.loads(f.read_text(encoding="utf-8")) if f.exists() else []
 
 
 def deployed(model_id: str) -> str:
     """The model (id or checkpoint path) the user chose to deploy for ``model_id`` (default: itself)."""
     f = store_dir(model_id) / "deployed.json"
-    return json.loads(f.read_text())["model"] if f.exists() else model_id
+    return json.loads(f.read_text(encoding="utf-8"))["model"] if f.exists() else model_id
 
 
 def choose_version(model_id: str, version: str) -> str:
@@ -93,7 +93,7 @@ def choose_version(model_id: str, version: str) -> str:
             raise InputError(f"version file {version} no longer exists")
     d = store_dir(model_id)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "deployed.json").write_text(json.dumps({"model": version, "chosen": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    (d / "deployed.json").write_text(json.dumps({"model": version, "chosen": time.strftime("%Y-%m-%d %H:%M:%S")}), encoding="utf-8")
     return version
 
 
@@ -248,13 +248,13 @@ def run_night(model: str, cases, out, options: dict | None = None, progress=None
     save_checkpoint(out, ARCHITECTURE, teacher.state_dict(), card)
     save_checkpoint(out.parent / gname, ARCHITECTURE, global_net.state_dict(),
                     {**parent_card, "model_id": out.stem + "-global", "role": "DyNA global student"})
-    (out.parent / (out.stem + ".report.json")).write_text(json.dumps(report, indent=1))
+    (out.parent / (out.stem + ".report.json")).write_text(json.dumps(report, indent=1), encoding="utf-8")
     vfile = store_dir(root_id) / "versions.json"
     vfile.parent.mkdir(parents=True, exist_ok=True)
     items = versions(root_id)
     items.append({"version": out.stem, "file": str(out.resolve()), "parent": entry.id, "night": night,
                   "created": card["dyna"]["created"], "cases": len(vols), "comparison": report["comparison"]})
-    vfile.write_text(json.dumps(items, indent=1))
+    vfile.write_text(json.dumps(items, indent=1), encoding="utf-8")
     report["versions"] = items
     report["deployed"] = deployed(root_id)
     return report

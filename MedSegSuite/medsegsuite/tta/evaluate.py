@@ -228,10 +228,10 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
                 "threads": threads, "slices": slices_per_centre, "seconds": time.time() - t0, "notes": notes}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, methods, settings))
+    out.write_text(render(results, methods, settings), encoding="utf-8")
     import json
 
     out.with_suffix(".json").write_text(json.dumps(
-        [{k: v for k, v in r.items() if k != "card"} for r in results], indent=1))
+        [{k: v for k, v in r.items() if k != "card"} for r in results], indent=1), encoding="utf-8")
     log(f"wrote {out}")
     return out

@@ -196,5 +196,5 @@ def write_registry(out_dir, model_ids=None) -> Path:
         items.append({"id": mid, "file": f.name, "architecture": ARCHITECTURE, "sha256": sha256_file(f),
                       "size": f.stat().st_size, "structures": card.get("structures", []), "task": "tta",
                       "description": card.get("description", "")})
-    reg.write_text(json.dumps(items, indent=1) + "\n")
+    reg.write_text(json.dumps(items, indent=1) + "\n", encoding="utf-8")
     return reg
