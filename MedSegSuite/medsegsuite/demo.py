@@ -139,7 +139,7 @@ def write_overlay(path, ct, ref: Segmentation, results: dict, indices, n: int = 
     for r, (label, seg) in enumerate(rows):
         for c, k in enumerate(picks):
             ax = axes[r, c]
-            ax.imshow(np.clip(ct.array[:, :, k].T, *CT_WINDOW), cmap="gray", origin="lower")
+            ax.imshow(np.clip(ct.array[:, :, k].T, *CT_WINDOW), cmap="gray", origin="upper")  # radiological: anterior up, patient right on the left
             for s in STRUCTURES:
                 if s not in seg.masks:  # a method may segment only some structures
                     continue
