@@ -87,6 +87,10 @@ class MedSegSuiteLogic(ScriptedLoadableModuleLogic):
             s = backends.BackendSettings(mode="local", device=device)
         return backends.describe(s)
 
+    def connection_state(self) -> str:
+        """One line: local device, or the remote server's connection state and device."""
+        return backends.format_connection_state(backends.connection_state())
+
     def test_connection(self) -> dict:
         """Handshake with the chosen backend (raises with a clear message when it fails)."""
         return backends.get_backend().handshake()
@@ -153,6 +157,16 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateBackendWidgets()
         self.updateDependencyStatus()
         self.refreshModels()
+        import qt
+
+        self._connectionTimer = qt.QTimer()
+        self._connectionTimer.setInterval(2000)
+        self._connectionTimer.connect("timeout()", self.updateConnectionState)
+        self._connectionTimer.start()
+        self.updateConnectionState()
+
+    def updateConnectionState(self):
+        self.ui.connectionStateLabel.text = self.logic.connection_state()
 
     # backend
     def updateBackendWidgets(self, *_):
@@ -241,6 +255,9 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
     def cleanup(self):
+        timer = getattr(self, "_connectionTimer", None)
+        if timer is not None:
+            timer.stop()
         self.removeObservers()
 
 

@@ -104,6 +104,38 @@ def set_backend(backend) -> None:
         _backend_key = (s.mode, s.url, s.device)
 
 
+def connection_state() -> dict:
+    """What the hub shows, without any network call: the live backend's state and device.
+
+    A remote backend reports ``connected`` / ``connecting`` / ``disconnected`` / ``session lost`` /
+    ``auth failed`` / ``incompatible`` (from `RemoteBackend.connection_state`); a backend not created
+    yet reports ``not connected``."""
+    s = load_settings()
+    with _lock:
+        b = _backend
+    if b is None:
+        return {"state": "not connected", "mode": s.mode, "device": "", "url": s.url}
+    if hasattr(b, "connection_state"):
+        st = dict(b.connection_state())
+        st.setdefault("mode", "remote")
+        return st
+    dev = getattr(b, "device", "")
+    return {"state": "local", "mode": "local", "device": dev, "url": ""}
+
+
+def format_connection_state(st: dict) -> str:
+    if st.get("mode") == "local" or st.get("state") == "local":
+        return f"Local backend on {st.get('device') or 'the chosen device'}"
+    text = f"{st.get('state', 'unknown')}"
+    if st.get("url"):
+        text += f" — {st['url']}"
+    if st.get("device_name") or st.get("device"):
+        text += f" (server device: {st.get('device_name') or st.get('device')})"
+    if st.get("error"):
+        text += f": {st['error']}"
+    return text
+
+
 def reset_backend() -> None:
     global _backend, _backend_key
     with _lock:
