@@ -31,6 +31,7 @@ from medsegsuite.errors import InputError
 from medsegsuite.io.segmentation import default_color
 from medsegsuite.volume import Geometry
 
+from .terminology import set_terminology
 from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, numpy_to_matrix
 
 POLICIES = ("none", "visible", "all")
@@ -273,6 +274,7 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
             if sid is None:
                 color = colors.get(name) or default_color(name, segmentation.GetNumberOfSegments() + i)
                 sid = segmentation.AddEmptySegment("", name, [float(c) for c in color])
+                set_terminology(segmentation.GetSegment(sid), name)
             elif name in colors:
                 segmentation.GetSegment(sid).SetColor(*[float(c) for c in colors[name]])
             _write_one(seg_node, sid, m, geometry)

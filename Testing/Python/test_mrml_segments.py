@@ -111,3 +111,28 @@ def test_segment_on_another_grid_is_resampled(setup):
     expected = np.zeros(g.shape, bool)
     expected[1:, :, :] = new[:-1, :, :]   # voxel i on the shifted grid is voxel i + 1 on the image grid
     np.testing.assert_array_equal(out, expected)
+
+
+def test_new_segments_carry_standard_terminology():
+    """Known structures get SNOMED CT codes in Slicer's TerminologyEntry tag; others keep Slicer's default."""
+    import vtk
+
+    from MedSegSuiteLib.segments import new_segmentation_node, write_masks
+    from medsegsuite.volume import Geometry
+
+    g = Geometry((4, 5, 6), (1.0, 1.0, 2.0))
+    node = new_segmentation_node(slicer.vtkMRMLScene(), "seg", g)
+    m = np.zeros(g.shape, bool)
+    m[1:3, 1:3, 1:3] = True
+    write_masks(node, {"liver": m, "tumour": m, "my structure": m}, g)
+    seg = node.GetSegmentation()
+
+    def entry(name):
+        segment = seg.GetSegment(seg.GetSegmentIdBySegmentName(name))
+        ref = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), ref)
+        return str(ref)
+
+    assert "SCT^123037004^Anatomical Structure~SCT^10200004^Liver" in entry("liver")
+    assert "SCT^49755003^Morphologically Altered Structure~SCT^108369006^Tumor" in entry("tumour")
+    assert "Liver" not in entry("my structure") and "Tumor" not in entry("my structure")
