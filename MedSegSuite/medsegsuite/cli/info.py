@@ -5,7 +5,11 @@ import json
 
 
 def register(sub):
-    p = sub.add_parser("info", help="versions, device, sample data and models available here")
+    p = sub.add_parser("info", help="versions, device, sample data and models available here",
+                       description="Prints, as JSON, the medsegsuite and torch versions, the device 'auto' "
+                       "would use, whether the LiTS-117 and Colin27 sample data are installed (or the "
+                       "command that installs them), and the registered model ids. Run it first when "
+                       "something does not work.")
     p.set_defaults(func=run)
 
 
