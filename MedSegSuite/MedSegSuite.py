@@ -14,15 +14,9 @@ for _p in (_here,):
 
 import slicer  # noqa: E402
 
-try:  # 3D Slicer
-    import qt  # noqa: F401
-    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-    from slicer.util import VTKObservationMixin
-except ImportError:  # slicer-core: logic only
-    from MedSegSuiteLib.headless import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: F401
-                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
-                                         VTKObservationMixin)
+from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
+                                       ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+                                       VTKObservationMixin)
 
 from MedSegSuiteLib import apikeys, backends, dependencies  # noqa: E402
 

@@ -15,15 +15,9 @@ for _p in (_here, os.path.join(os.path.dirname(_here), "MedSegSuite")):
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 
-try:  # 3D Slicer
-    import qt  # noqa: F401
-    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                               ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
-    from slicer.util import VTKObservationMixin
-except ImportError:  # slicer-core: logic only
-    from MedSegSuiteLib.headless import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: F401
-                                         ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
-                                         VTKObservationMixin)
+from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
+                                       ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+                                       VTKObservationMixin)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
@@ -267,6 +261,8 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.logic.start_night(self.currentModel())
         self.ui.nightButton.text = "Cancel night adaptation"
+        import qt
+
         self.nightTimer = qt.QTimer()
         self.nightTimer.setInterval(200)
         self.nightTimer.connect("timeout()", self.pollNight)

@@ -180,3 +180,19 @@ def test_hub_self_test_runs_on_slicer_core(backend):
     test = _module("MedSegSuite").MedSegSuiteTest("runTest")
     result = test.run()
     assert result.wasSuccessful(), result.errors + result.failures
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_qt_is_imported_where_it_is_used(name):
+    """`qt` exists only inside Slicer (slicer-core has none), so module files import it inside the
+    functions that use it; a missing import would only fail in the app, where no test runs."""
+    import ast
+
+    tree = ast.parse((ROOT / name / f"{name}.py").read_text(encoding="utf-8"))
+    missing = []
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        uses = any(isinstance(n, ast.Name) and n.id == "qt" for n in ast.walk(fn))
+        imports = any(isinstance(n, ast.Import) and any(a.name == "qt" for a in n.names) for n in ast.walk(fn))
+        if uses and not imports:
+            missing.append(fn.name)
+    assert not missing, f"{name}.py uses qt without importing it in {missing}"
