@@ -52,11 +52,26 @@ class JobEvent:
 
 @dataclass
 class JobResult:
-    """Named masks (bool, [i, j, k], on the job image's grid) + extra arrays + a JSON-able report."""
+    """Named masks (bool, [i, j, k], on the job image's grid) + extra arrays + a JSON-able report.
+
+    ``crops`` are partial updates (an interactive click): ``{name: (offset (i, j, k), bool array)}``
+    means "replace this box of segment ``name`` with this array; leave the rest as it is"."""
 
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    crops: dict[str, tuple] = field(default_factory=dict)
+
+
+def apply_crop(mask: np.ndarray, offset, crop: np.ndarray) -> np.ndarray:
+    """Write a crop into ``mask`` in place (and return it); a crop outside the mask is an error."""
+    off = tuple(int(o) for o in offset)
+    crop = np.asarray(crop)
+    if len(off) != mask.ndim or crop.ndim != mask.ndim or any(
+            o < 0 or o + n > m for o, n, m in zip(off, crop.shape, mask.shape)):
+        raise MedSegError(f"a crop of shape {crop.shape} at {off} does not fit a mask of shape {mask.shape}")
+    mask[tuple(slice(o, o + n) for o, n in zip(off, crop.shape))] = crop
+    return mask
 
 
 @runtime_checkable

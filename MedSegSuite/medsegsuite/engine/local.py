@@ -15,12 +15,14 @@ from .worker import Worker
 
 
 class LocalBackend:
-    def __init__(self, device: str = "auto", max_images: int = 16):
+    def __init__(self, device: str = "auto", max_images: int = 16, allow_paths: bool = True):
+        """``allow_paths``: accept checkpoint/file paths in params (the user's own machine); a server
+        passes False, so no request can name a server file."""
         self.device = resolve_device(device)
         self.caches = BackendCaches()
         self.images: dict[str, Volume] = {}
         self.max_images = max_images
-        self.worker = Worker(self.device, self.caches, self.images)
+        self.worker = Worker(self.device, self.caches, self.images, allow_paths=allow_paths)
 
     # -- Backend interface -------------------------------------------------------------------
     def handshake(self) -> dict:
@@ -45,6 +47,15 @@ class LocalBackend:
     def release_image(self, image_id: str) -> None:
         self.images.pop(image_id, None)
         self.caches.drop_image(image_id)
+        self.worker.drop_image_sessions(image_id)
+
+    def close_session(self, name: str, client: str = "local") -> None:
+        """Forget an interactive session's state (its image stays set)."""
+        self.worker.close_session(client, name)
+
+    def list_tasks(self) -> list[dict]:
+        """Every task with its typed parameters (what ``GET /tasks`` returns remotely)."""
+        return [spec.to_dict() for _, spec in sorted(available_tasks().items())]
 
     def list_models(self, task: str | None = None) -> list[dict]:
         return [e.to_dict() for e in default_registry().list(task)]

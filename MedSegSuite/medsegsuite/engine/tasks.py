@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..errors import InputError, JobCancelled
 from .interface import JobResult
+from .schema import Schema
 
 # Modules whose import registers tasks. A module that does not exist yet is skipped.
 TASK_MODULES = [
@@ -30,17 +31,39 @@ _lock = threading.Lock()
 TaskOutput = JobResult
 
 
+KINDS = ("interactive", "training")
+
+
 @dataclass
 class TaskSpec:
+    """A task: its function, its typed parameters, and its kind (``training`` jobs run off the click
+    path, in their own process)."""
+
     name: str
     fn: Callable
     needs_image: bool = True
     description: str = ""
+    schema: Schema | None = None  # None: not declared (params pass unchecked; a test forbids it)
+    kind: str = "interactive"
+
+    def validate(self, params: dict | None, allow_paths: bool = True) -> dict:
+        if self.schema is None:
+            return dict(params or {})
+        return self.schema.validate(params, self.name, allow_paths)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "needs_image": self.needs_image,
+                "kind": self.kind, "params": self.schema.to_dict() if self.schema else None}
 
 
-def task(name: str, needs_image: bool = True, description: str = ""):
+def task(name: str, needs_image: bool = True, description: str = "", params=None, kind: str = "interactive"):
+    """Register ``fn`` as task ``name`` with its parameters (a list of `schema.Param`)."""
+    if kind not in KINDS:
+        raise ValueError(f"task kind must be one of {KINDS}")
+
     def deco(fn):
-        _TASKS[name] = TaskSpec(name, fn, needs_image, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _TASKS[name] = TaskSpec(name, fn, needs_image, description or (fn.__doc__ or "").strip().split("\n")[0],
+                                None if params is None else Schema(tuple(params)), kind)
         return fn
     return deco
 
@@ -81,6 +104,7 @@ class JobContext:
     _report: Callable[[float, str], None] = lambda f, m: None
     _cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.time)
+    session: dict | None = None  # state an interactive session keeps between its jobs (see Worker)
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.check_cancelled()

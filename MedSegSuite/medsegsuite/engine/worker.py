@@ -58,8 +58,9 @@ def _is_oom(e: BaseException) -> bool:
 class Worker:
     """Runs jobs on one thread. ``images`` maps image id -> Volume (owned by the backend)."""
 
-    def __init__(self, device: str, caches, images: dict, max_finished: int = 256):
+    def __init__(self, device: str, caches, images: dict, max_finished: int = 256, allow_paths: bool = True):
         self.device = device
+        self.allow_paths = allow_paths
         self.caches = caches
         self.images = images
         self.jobs: OrderedDict[str, Job] = OrderedDict()
@@ -68,6 +69,10 @@ class Worker:
         self._stop = False
         self.max_finished = max_finished
         self.current: Job | None = None
+        # Interactive sessions: state a client's jobs share (image, last result, clicks), keyed by
+        # (client, session name) so one client never sees another's; LRU, a few per client.
+        self.sessions: OrderedDict[tuple, dict] = OrderedDict()
+        self.max_sessions_per_client = 4
         self._thread = threading.Thread(target=self._run, name="medsegsuite-worker", daemon=True)
         self._thread.start()
 
@@ -77,7 +82,10 @@ class Worker:
             raise InputError(f"task '{task}' needs an image; call set_image first")
         if image_id is not None and image_id not in self.images:
             raise InputError(f"unknown image id '{image_id}' (released or never set); set the image again")
-        job = Job(uuid.uuid4().hex[:16], task, image_id, dict(params or {}), dict(inputs or {}), client)
+        if not isinstance(params or {}, dict):
+            raise InputError(f"{task}: params must be a JSON object")
+        params = spec.validate(params, self.allow_paths)  # once, before the job exists
+        job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client)
         job.emit(JobState.QUEUED, 0.0, "queued")
         with self._cv:
             self.jobs[job.id] = job
@@ -131,7 +139,8 @@ class Worker:
                 job.emit(JobState.CANCELLED, 0.0, "cancelled before it started")
             return
         ctx = JobContext(job.id, self.device, self.caches,
-                         lambda f, m: job.emit(JobState.RUNNING, f, m), job.cancel_event)
+                         lambda f, m: job.emit(JobState.RUNNING, f, m), job.cancel_event,
+                         session=self._session(job))
         job.emit(JobState.RUNNING, 0.0, "started")
         try:
             spec = get_task(job.task)
@@ -162,6 +171,30 @@ class Worker:
                 job.error = f"{type(e).__name__}: {e}"
                 log.error("job %s (%s) failed:\n%s", job.id, job.task, traceback.format_exc())
             job.emit(JobState.FAILED, job.events[-1].fraction, job.error)
+
+    def _session(self, job: Job) -> dict | None:
+        name = job.params.get("session")
+        if not name:
+            return None
+        key = (job.client, str(name))
+        with self._cv:
+            state = self.sessions.get(key)
+            if state is None or state.get("image_id") != job.image_id:
+                state = self.sessions[key] = {"image_id": job.image_id}
+            self.sessions.move_to_end(key)
+            mine = [k for k in self.sessions if k[0] == job.client]
+            for old in mine[: max(0, len(mine) - self.max_sessions_per_client)]:
+                del self.sessions[old]
+        return state
+
+    def close_session(self, client: str, name: str) -> None:
+        with self._cv:
+            self.sessions.pop((client, str(name)), None)
+
+    def drop_image_sessions(self, image_id: str) -> None:
+        with self._cv:
+            for k in [k for k, v in self.sessions.items() if v.get("image_id") == image_id]:
+                del self.sessions[k]
 
     def stop(self, timeout: float = 5.0):
         with self._cv:

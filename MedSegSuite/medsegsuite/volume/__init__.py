@@ -12,7 +12,10 @@ Convention, stated once for the whole package:
   LPS<->RAS flip (negate the first two rows) happens only in :mod:`medsegsuite.io`.
 """
 from .geometry import Volume, Geometry, ras_to_lps_matrix
+from .planes import (PLANES, SliceEngine, batches, canonical_axes, check_plane, parse_slices,
+                     split_slices)
 from .slicing import extract_slice, insert_slice, slices_along, stack_slices
 
 __all__ = ["Volume", "Geometry", "ras_to_lps_matrix", "extract_slice", "insert_slice",
-           "slices_along", "stack_slices"]
+           "slices_along", "stack_slices", "PLANES", "SliceEngine", "batches", "canonical_axes",
+           "check_plane", "parse_slices", "split_slices"]

@@ -1,0 +1,58 @@
+"""Typed task parameters: one declaration validates jobs, generates CLI options and the task listing."""
+import argparse
+
+import pytest
+
+from medsegsuite.engine.schema import Param, Schema, add_cli_options, params_from_cli
+from medsegsuite.errors import InputError
+
+S = Schema((
+    Param("plane", "plane", "axial", "slice plane"),
+    Param("iterations", "int", 4, "rounds", range=(0, 16)),
+    Param("window", "floats", None, "intensity window", length=2),
+    Param("method", "choice", "vptta", "method", choices=("none", "vptta")),
+    Param("propagate", "bool", False, "propagate"),
+    Param("model", "model", "liver", "model id"),
+    Param("cache", "path", None, "file on the backend"),
+))
+
+
+def test_defaults_are_filled_and_values_coerced():
+    v = S.validate({"iterations": "3", "plane": "Coronal", "window": "-160,240"})
+    assert v == {"plane": "coronal", "iterations": 3, "window": [-160.0, 240.0], "method": "vptta",
+                 "propagate": False, "model": "liver", "cache": None}
+
+
+@pytest.mark.parametrize("params,msg", [
+    ({"axis": 2}, "unknown parameter"),
+    ({"iterations": 17}, "0..16"),
+    ({"iterations": 2.5}, "integer"),
+    ({"iterations": True}, "integer"),
+    ({"plane": "oblique"}, "axial"),
+    ({"window": [1]}, "exactly 2"),
+    ({"window": [1, float("nan")]}, "finite"),
+    ({"method": "tent"}, "one of"),
+    ({"propagate": "maybe"}, "true or false"),
+])
+def test_bad_parameters_are_one_line_errors(params, msg):
+    with pytest.raises(InputError, match=msg) as e:
+        S.validate(params, "cosam.segment")
+    assert "\n" not in str(e.value) and "cosam.segment" in str(e.value)
+
+
+def test_server_side_paths_are_refused_when_paths_are_not_allowed():
+    assert S.validate({"model": "/tmp/x.pt"}, allow_paths=True)["model"] == "/tmp/x.pt"
+    for bad in ({"model": "/etc/passwd"}, {"model": "../x.pt"}, {"model": "x.pt"}, {"cache": "emb.pt"}):
+        with pytest.raises(InputError, match="server"):
+            S.validate(bad, allow_paths=False)
+    assert S.validate({"model": "liver"}, allow_paths=False)["model"] == "liver"
+
+
+def test_cli_options_come_from_the_schema():
+    p = argparse.ArgumentParser()
+    add_cli_options(p, S, exclude=("cache",))
+    args = p.parse_args(["--plane", "sagittal", "--window", "-100", "200", "--propagate"])
+    got = params_from_cli(args, S, exclude=("cache",))
+    assert got == {"plane": "sagittal", "window": ["-100", "200"], "propagate": True}
+    assert S.validate(got)["window"] == [-100.0, 200.0]
+    assert "--cache" not in p.format_help() and "default 4" in p.format_help()
