@@ -17,7 +17,7 @@ from medsegsuite.errors import InputError
 from . import segments
 from .backends import get_backend
 from .jobs import JobRunner, Phase
-from .volumes import volume_from_node
+from .volumes import cached_volume_from_node
 
 
 class MethodLogic:
@@ -80,7 +80,7 @@ class MethodLogic:
             raise InputError("select an input volume")
         if overwrite not in segments.POLICIES:
             raise InputError(f"overwrite must be one of {segments.POLICIES}")
-        volume = volume_from_node(volume_node)
+        volume = cached_volume_from_node(volume_node)
         self.segmentation_node = segmentation_node  # a new one is made only when a result arrives
         task, params, inputs = self.request(volume, volume_node, segmentation_node, **options)
         geometry = volume.geometry

@@ -87,6 +87,32 @@ def volume_from_node(node) -> Volume:
     return Volume.from_geometry(array_from_image_data(node.GetImageData()), g, name=node.GetName() or "volume")
 
 
+_node_volumes: dict = {}
+
+
+def node_image_key(node) -> tuple:
+    """What identifies a node's image without reading it (SlicerNNInteractive's idea): the node ID,
+    the image data's and the node's modification times, and the node-to-world matrix."""
+    image = node.GetImageData()
+    return (node.GetID(), image.GetMTime() if image is not None else 0, node.GetMTime(),
+            tuple(node_to_world(node).ravel().round(9)))
+
+
+def cached_volume_from_node(node) -> Volume:
+    """`volume_from_node`, but an unchanged node gives back the same `Volume` (its fingerprint
+    already computed), so Apply after Apply copies and hashes the image once, not every time."""
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError("select a scalar volume (an image) as input")
+    key = node_image_key(node)
+    hit = _node_volumes.get(key[0])
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    volume = volume_from_node(node)
+    _node_volumes.clear()  # keep one image: a CT is hundreds of MB
+    _node_volumes[key[0]] = (key, volume)
+    return volume
+
+
 def set_node_geometry(node, geometry: Geometry) -> None:
     node.SetOrigin(*geometry.origin)
     node.SetSpacing(*geometry.spacing)

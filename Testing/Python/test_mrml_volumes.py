@@ -53,3 +53,30 @@ def test_update_existing_node_and_bad_input():
     empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     with pytest.raises(InputError, match="no image data"):
         volume_from_node(empty)
+
+
+def test_unchanged_node_is_read_and_fingerprinted_once(oblique_volume, monkeypatch):
+    from MedSegSuiteLib import volumes
+
+    scene = slicer.vtkMRMLScene()
+    node = volume_to_node(oblique_volume, scene, "ct")
+    calls = []
+    real = Volume._hash
+    monkeypatch.setattr(Volume, "_hash", lambda self: calls.append(1) or real(self))
+    a = volumes.cached_volume_from_node(node)
+    fp = a.fingerprint()
+    b = volumes.cached_volume_from_node(node)
+    assert b is a and b.fingerprint() == fp and len(calls) == 1
+    # an edit of the voxels (as arrayFromVolumeModified does) is a new image
+    node.GetImageData().GetPointData().GetScalars().SetValue(0, 1234)
+    node.GetImageData().Modified()
+    c = volumes.cached_volume_from_node(node)
+    assert c is not a and c.array[0, 0, 0] == 1234 and c.fingerprint() != fp and len(calls) == 2
+    # moving the node under a transform is a new geometry
+    t = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = [1.0, 0.0, 0.0]
+    t.SetMatrixTransformToParent(numpy_to_matrix(shift))
+    node.SetAndObserveTransformNodeID(t.GetID())
+    d = volumes.cached_volume_from_node(node)
+    assert d is not c and not np.allclose(d.origin, c.origin)
