@@ -91,20 +91,14 @@ class MedSegSuiteLogic(ScriptedLoadableModuleLogic):
 
     # models
     def models(self, task: str | None = None) -> list[dict]:
-        """The registry's models (the server's, for a remote backend)."""
-        if self.settings().mode == "remote":
-            return backends.get_backend().list_models(task)
-        from medsegsuite.models.registry import default_registry
-
-        return [e.to_dict() for e in default_registry().list(task)]
+        """The models of the backend in use: this computer's registry, or the server's."""
+        return backends.get_backend().list_models(task)
 
     def import_checkpoint(self, path: str, model_id: str, architecture: str | None = None, task: str = "",
                           structures=None, description: str = "") -> dict:
-        """Copy a checkpoint into the user model folder after a safe (weights_only) test load."""
-        from medsegsuite.models.registry import default_registry
-
-        entry = default_registry().import_checkpoint(path, model_id, architecture, structures, task, description)
-        return entry.to_dict()
+        """Import into the backend in use: this computer's user model folder, or (remote) an upload the
+        server registers. Either way the file must load with weights_only=True (no pickled code)."""
+        return backends.get_backend().import_model(path, model_id, architecture, task, structures, description)
 
     # dependencies
     def missing_dependencies(self) -> list[str]:
@@ -285,7 +279,7 @@ class MedSegSuiteTest(ScriptedLoadableModuleTest):
 
             def request(self, volume, volume_node, segmentation_node, reference=None, **_):
                 masks = read_masks(reference, volume.geometry, ["liver"])
-                return self.TASK, {"slices": selftest.slice_spec(), "axis": 2, "window": [-160.0, 240.0]}, masks
+                return self.TASK, {"slices": selftest.slice_spec(), "plane": "axial", "window": [-160.0, 240.0]}, masks
 
         def prepare(scene, volume_node, ref_node):
             return {"reference": ref_node}

@@ -42,6 +42,7 @@ class ScribbleSeg(ScriptedLoadableModule):
 
 # ------------------------------------------------------------------------------------------------
 class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    MODEL_TASK = "scribble.segment"  # the registry task of the models its model list offers
     TASK = "scribble.train"
     TASKS = {"quick": "scribble.quick", "train": "scribble.train", "segment": "scribble.segment"}
 
@@ -69,9 +70,12 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
         self.cases = []
 
     def request(self, volume, volume_node, segmentation_node, mode="quick", scribbles_node=None, model="",
-                settings=None, method=None, iterations=None, continue_training=False, keep_largest=None, **_):
+                settings=None, method=None, iterations=None, continue_training=False, keep_largest=None,
+                plane="axial", **_):
         """``mode``: quick | train | segment. ``continue_training``: start from the last model of this
-        session (re-training after more scribbles). Extra cases from :meth:`add_case` join a train job."""
+        session (re-training after more scribbles). Extra cases from :meth:`add_case` join a train job.
+        ``plane``: the slice plane a new model is trained on (a model segments in its own plane);
+        ``settings``: more training parameters of the task's schema (iterations, lr, ...)."""
         from MedSegSuiteLib.prompts import scribble_labels
         from MedSegSuiteLib.volumes import volume_from_node
 
@@ -85,15 +89,13 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
             if scribbles_node is None:
                 raise InputError("select the segmentation holding the scribbles")
             labels, classes = scribble_labels(scribbles_node, volume.geometry)
-            params.update(classes=classes, unlabelled=255, spacing=list(volume.spacing))
+            params.update(settings or {})
+            params.update(classes=classes, unlabelled=255, plane=plane or "axial")
             inputs["scribbles"] = labels
-            s = dict(settings or {})
             if method:
-                s["method"] = method
+                params["method"] = method
             if iterations:
-                s["iterations"] = int(iterations)
-            if s:
-                params["settings"] = s
+                params["iterations"] = int(iterations)
             if continue_training:
                 if self.model_bytes is None:
                     raise InputError("no model to continue from: train once first (or untick re-training)")
@@ -109,7 +111,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
                     lab, cls = scribble_labels(snode, v.geometry, classes)
                     inputs[f"image_{n}"] = v.array
                     inputs[f"scribbles_{n}"] = lab
-                    params[f"spacing_{n}"] = list(v.spacing)
+                    params.setdefault("case_geometry", {})[str(n)] = {
+                        "spacing": list(v.spacing), "direction": [list(r) for r in v.direction]}
             elif self.cases:
                 raise InputError("Quick trains on this volume only; use Train for several cases")
         elif model:
@@ -119,7 +122,7 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
         else:
             raise InputError("train a model first (Train), or choose a registered model")
         if mode in ("quick", "segment") and keep_largest:
-            params["keep_largest"] = keep_largest
+            params["keep_largest"] = ["all"] if keep_largest is True else list(keep_largest)
         return task, params, inputs
 
     def import_result(self, task, result, volume_node, geometry, overwrite, colors):
@@ -166,7 +169,17 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
         self.ui.clearCasesButton.connect("clicked(bool)", self.onClearCases)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.refreshModels()
         self.updateButtons()
+
+    def enter(self):
+        self.refreshModels()
+
+    def refreshModels(self):
+        """The model list comes from the backend in use (local or the server)."""
+        from MedSegSuiteLib.gui import fill_model_combo
+
+        fill_model_combo(self.ui.modelComboBox, self.logic, "")
 
     def updateButtons(self, *_):
         from MedSegSuiteLib.segments import can_undo
@@ -228,15 +241,18 @@ def synthetic_scribbles(scene, volume_node, reference_node, slices):
     from MedSegSuiteLib.segments import new_segmentation_node, read_masks, write_masks
     from MedSegSuiteLib.volumes import volume_from_node
 
+    from medsegsuite.scribble.preprocess import slice_engine
+
     g = volume_from_node(volume_node).geometry
+    eng = slice_engine(g.shape, g.direction, "axial")  # the axial slices a scribble model is trained on
     liver = read_masks(reference_node, g, ["liver"])["liver"]
     fg = np.zeros(g.shape, bool)
     bg = np.zeros(g.shape, bool)
     for k in range(*slices):
-        sl = liver[:, :, k]
-        fg[:, :, k] = ndimage.binary_erosion(sl, iterations=6)
+        sl = eng.slice(liver, k)
+        eng.put(fg, k, ndimage.binary_erosion(sl, iterations=6))
         far = ndimage.distance_transform_edt(~sl)
-        bg[:, :, k] = (far > 6) & (far < 9)
+        eng.put(bg, k, (far > 6) & (far < 9))
     node = new_segmentation_node(scene, "scribbles (synthetic)", g)
     write_masks(node, {"background": bg, "liver": fg}, g, undoable=False)
     return node

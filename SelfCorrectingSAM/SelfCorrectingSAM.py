@@ -40,6 +40,7 @@ class SelfCorrectingSAM(ScriptedLoadableModule):
 
 # ------------------------------------------------------------------------------------------------
 class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    MODEL_TASK = "cosam"  # the registry task of the models its model list offers
     TASK = "cosam.segment"
 
     def __init__(self, backend_provider=None):
@@ -47,9 +48,12 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         MethodLogic.__init__(self, backend_provider)
 
     # ---- method-specific part (CoSAM) ---------------------------------------------------------
-    rounds = None            # every round's mask of the last result (0 = coarse), bool [i, j, k]
+    PLANE = "axial"
+    CLICK_TASK = "cosam.click"
+    rounds = None            # every round's mask of the last full result (0 = coarse), bool [i, j, k]
     rounds_structure = None  # the segment they belong to
     _review = None           # (geometry, overwrite) of the last result, to write a reviewed round
+    _session = None          # the backend session of the last result: name, image, model, structure, mask
 
     def model_structure(self, model: str) -> str:
         """The structure a registered CoSAM model segments (its id otherwise)."""
@@ -58,29 +62,52 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
                 return m["structures"][0]
         return model
 
+    def _session_for(self, volume, volume_node, model, name, current):
+        """The live session this Continue can click into: same image, model and structure, and the
+        segment still as the session left it (an edited segment is continued with cosam.segment)."""
+        import numpy as np
+
+        if self.runner.phase.value in ("failed", "cancelled"):  # e.g. a click whose session is gone (server
+            self._session = None  # restart, lease, eviction): continue with cosam.segment this time
+        s = self._session
+        if s is None or s["fingerprint"] != volume.fingerprint() or s["model"] != model \
+                or s["structure"] != name or s["node"] != volume_node.GetID():
+            return None
+        return s if current is not None and np.array_equal(current, s["mask"]) else None
+
     def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
                 slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False, **_):
-        """params/inputs of ``cosam.segment``: axial slices (axis 2); points as rows x (= j),
-        y (= i), slice (= k), label; an ROI as i0, i1, j0, j1, k0, k1 (end exclusive).
+        """(task, params, inputs): ``cosam.segment`` on axial slices (the slice engine finds them from
+        the direction matrix), points as rows x, y, slice, label in those slices (converted from the
+        fiducials' IJK with the engine), an ROI as input-grid voxel bounds i0, i1, j0, j1, k0, k1.
 
-        ``continue_loop``: the loop starts from the structure's current segment (e.g. the result
-        being corrected) instead of the coarse mask, with the +/- points; nothing is re-encoded."""
+        ``continue_loop``: with a live session (the segment as the last result left it),
+        ``cosam.click`` with the points not sent yet: only the clicked slices are recomputed and come
+        back as a crop. Otherwise ``cosam.segment`` starts from the structure's current segment with
+        every point; nothing is re-encoded either way."""
         import numpy as np
 
         from MedSegSuiteLib import segments
         from MedSegSuiteLib.prompts import box_from_roi, points_from_fiducials
         from medsegsuite.errors import InputError
+        from medsegsuite.volume import SliceEngine
 
-        params = {"model": model or "liver", "iterations": int(iterations), "slices": slices or "all", "axis": 2}
+        engine = SliceEngine.for_volume(volume, self.PLANE)
+        model = model or "liver"
+        params = {"model": model, "iterations": int(iterations), "slices": slices or "all", "plane": self.PLANE,
+                  "return_rounds": True, "session": f"SelfCorrectingSAM:{volume_node.GetID()}"}
         if structure:
             params["structure"] = structure
         if propagate:
             params["propagate"] = True
         inputs = {}
+        rows = []
         if points_node is not None:
             pts = points_from_fiducials(points_node, volume.geometry)
-            if len(pts):
-                inputs["points"] = np.c_[pts.ijk[:, 1], pts.ijk[:, 0], pts.ijk[:, 2], pts.labels].astype(np.float64)
+            rows = [(*engine.ijk_to_slice(ijk)[:2], engine.ijk_to_slice(ijk)[2], int(lab))
+                    for ijk, lab in zip(pts.ijk, pts.labels)]
+            if rows:
+                inputs["points"] = np.asarray(rows, dtype=np.float64)
         if roi_node is not None:
             box = box_from_roi(roi_node, volume.geometry)
             params["roi"] = [box.lo[0], box.hi[0], box.lo[1], box.hi[1], box.lo[2], box.hi[2]]
@@ -91,19 +118,56 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
                 raise InputError(f"nothing to continue from: segment '{name}' does not exist yet; press Segment first")
             if "points" not in inputs:
                 raise InputError("place +/- points first: the loop continues from them")
-            inputs["start"] = segments.read_mask(segmentation_node, sid, volume.geometry)
+            current = segments.read_mask(segmentation_node, sid, volume.geometry)
+            live = self._session_for(volume, volume_node, model, name, current)
+            if live is not None:
+                new = [r for r in rows if tuple(r) not in live["sent"]]
+                if not new:
+                    raise InputError("place a new +/- point: the loop continues from the points not used yet")
+                self._sent(volume, new)
+                return self.CLICK_TASK, {"session": live["name"]}, {"points": np.asarray(new, dtype=np.float64)}
+            inputs["start"] = current
             params["structure"] = name
+        self._sent(volume, rows)
         return self.TASK, params, inputs
 
+    def _sent(self, volume, rows):
+        """Remember the image and points of the job being started (the session keeps them when it ends)."""
+        self._pending_fingerprint = volume.fingerprint()
+        self._pending_rows = {tuple(float(v) for v in r) for r in rows}
+
     def import_result(self, task, result, volume_node, geometry, overwrite, colors):
-        """Write the final mask (one undo step) and keep every round for review."""
+        """Write the result as one undo step: a full mask (and keep every round for review), or a
+        click's crop applied to the segment as it is."""
+        import numpy as np
+
+        from MedSegSuiteLib import segments
+        from medsegsuite.engine.interface import apply_crop
+
+        if task == self.CLICK_TASK:
+            name, (offset, crop) = next(iter(result.crops.items()))
+            seg = self.segmentation_node
+            mask = segments.read_mask(seg, segments.segment_id(seg, name), geometry)
+            apply_crop(mask, offset, crop)
+            written = segments.write_masks(seg, {name: mask}, geometry, colors=colors, overwrite=overwrite)
+            s = self._session
+            s["mask"] = mask
+            s["sent"] |= self._pending_rows
+            self.rounds = None  # the review slider shows full results only
+            return written
         name = result.info.get("structure") or next(iter(result.masks))
         keys = sorted((k for k in result.arrays if k.startswith(f"{name}_round")),
                       key=lambda k: int(k.rsplit("round", 1)[1]))
         self.rounds = [result.arrays[k] > 0 for k in keys]
         self.rounds_structure = name
         self._review = (geometry, overwrite)
-        return MethodLogic.import_result(self, task, result, volume_node, geometry, overwrite, colors)
+        written = MethodLogic.import_result(self, task, result, volume_node, geometry, overwrite, colors)
+        self._session = None
+        if result.info.get("session"):
+            self._session = {"name": result.info["session"], "fingerprint": self._pending_fingerprint,
+                             "node": volume_node.GetID(), "model": result.info.get("model"), "structure": name,
+                             "mask": np.asarray(result.masks[name], bool), "sent": set(self._pending_rows)}
+        return written
 
     def show_round(self, t: int):
         """Put round ``t`` (0 = coarse) of the last result into its segment. Not a new undo step:
@@ -143,7 +207,17 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.continueButton.connect("clicked(bool)", self.onContinue)
         self.ui.roundSlider.connect("valueChanged(int)", self.onRoundChanged)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.refreshModels()
         self.updateButtons()
+
+    def enter(self):
+        self.refreshModels()
+
+    def refreshModels(self):
+        """The model list comes from the backend in use (local or the server)."""
+        from MedSegSuiteLib.gui import fill_model_combo
+
+        fill_model_combo(self.ui.modelComboBox, self.logic, "liver")
 
     def updateButtons(self, *_):
         self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None

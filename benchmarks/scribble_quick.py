@@ -7,10 +7,8 @@ two), for 1 and 2 torch threads; medians over --repeats runs.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +25,7 @@ def main():
     from medsegsuite.engine import LocalBackend
     from medsegsuite.engine.interface import run_job
     from medsegsuite.metrics import dice
+    from medsegsuite.provenance import provenance, write_markdown
     from medsegsuite.sampledata import lits117_ct, lits117_labels
     from medsegsuite.scribble.generator import make_scribbles
     from medsegsuite.scribble.train import QUICK_SETTINGS
@@ -34,7 +33,7 @@ def main():
     ct = lits117_ct()
     lab = lits117_labels().array.astype(np.uint8)
     slices = list(range(8, 128, 16))
-    sc = make_scribbles(lab, 3, slices, axis=2, seed=0, spacing=ct.geometry.spacing)
+    sc = make_scribbles(lab, 3, slices, plane="axial", seed=0, spacing=ct.geometry.spacing)
     test = [k for k in range(128) if k not in slices]
     rows = []
     backend = LocalBackend("cpu")
@@ -48,7 +47,7 @@ def main():
                     t0 = time.perf_counter()
                     res = run_job(backend, "scribble.quick", ct,
                                   {"classes": ["liver", "tumour"], "keep_largest": ["liver"],
-                                   "settings": {"method": method, "seed": r}},
+                                   "method": method, "seed": r},
                                   {"scribbles": sc}, on_event=events.append)
                     times.append(time.perf_counter() - t0)
                     pred = res.masks["liver"] | res.masks["tumour"]
@@ -57,20 +56,19 @@ def main():
                 print(rows[-1], flush=True)
     finally:
         backend.close()
+    prov = provenance(extra={"torch threads per run": ", ".join(map(str, args.threads))})
     base = {t: s for t, m, s, _, _ in rows if m == "pce"}
     lines = ["# Scribble quick mode (per-case MaCo) — benchmark", "",
              "`benchmarks/scribble_quick.py`: LiTS-117 CT 128³, synthetic scribbles on 8 axial slices (every 16th),",
              f"`scribble.quick` with QUICK_SETTINGS {QUICK_SETTINGS}: train on the scribbled slices, then segment all",
              "128 slices; wall time of the whole job (including data preparation and writing the model bytes).",
-             f"Machine: 2-core CPU dev machine ({platform.machine()}), shared with other jobs while measured; "
-             f"median of {args.repeats} run(s).", "",
+             f"Median of {args.repeats} run(s); machine, load and command: the provenance above.", "",
              "| torch threads | method | wall time (s) | ratio to pCE-only | liver Dice (unscribbled slices) | progress events |",
              "|---|---|---|---|---|---|"]
     for t, m, s, d, n in rows:
         lines.append(f"| {t} | {m} | {s:.1f} | {s / base[t]:.2f}× | {d:.3f} | {n} |")
     lines += ["", "Target: under ~3 minutes end to end on 2 CPU cores."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    write_markdown(args.out, lines, prov)
     print(f"wrote {args.out}")
 
 

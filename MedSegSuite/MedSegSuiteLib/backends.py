@@ -155,6 +155,6 @@ def describe(s: BackendSettings) -> str:
 
     try:
         dev = resolve_device(s.device)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:  # InputError: a device this machine does not have
         return f"device problem: {e}"
     return f"local, {dev}" + (f" — {CPU_WARNING}" if dev == "cpu" else "")

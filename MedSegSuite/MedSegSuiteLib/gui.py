@@ -77,3 +77,19 @@ def ensure_dependencies() -> bool:
         slicer.util.errorDisplay("Still missing after installation: " + ", ".join(still)
                                  + ". Restart Slicer and try again.")
     return not still
+
+
+def fill_model_combo(combo, logic, default: str = "") -> None:
+    """Offer the models of the backend in use (this computer's registry, or the server's) in an
+    editable model combo box, keeping what the user typed; a backend that cannot answer leaves
+    the typed text alone (the job will say what is wrong)."""
+    current = combo.currentText.strip() or default
+    try:
+        ids = logic.model_ids(logic.MODEL_TASK)
+    except Exception:  # noqa: BLE001 - an unreachable server must not break the panel
+        return
+    combo.clear()
+    for model_id in ids:
+        combo.addItem(model_id)
+    combo.setEditText(current)
+

@@ -56,6 +56,14 @@ class MethodLogic:
     def backend(self):
         return self.backend_provider()
 
+    def models(self, task: str | None = None) -> list[dict]:
+        """The models a model list offers: the backend's (this computer's registry, or the server's),
+        never the local registry read behind a remote backend's back."""
+        return self.backend().list_models(task)
+
+    def model_ids(self, task: str | None = None) -> list[str]:
+        return [m["id"] for m in self.models(task)]
+
     def has_task(self, task: str | None = None) -> bool:
         return (task or self.TASK) in self.backend().handshake().get("tasks", [])
 

@@ -7,7 +7,6 @@ Each step writes ``<out>/<method>.seg.nrrd`` and adds ``report["methods"][<metho
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from pathlib import Path
 
@@ -16,9 +15,11 @@ import numpy as np
 from .engine.interface import run_job
 from .io import Segmentation, write_segmentation
 from .metrics import dice
+from .provenance import write_json
 
 CT_WINDOW = (-160.0, 240.0)  # the abdominal window MedSAM uses for CT
-AXIS = 2  # axial
+PLANE = "axial"  # every method slices the CT in this plane (through the slice engine)
+AXIS = 2  # the array axis of LiTS-117 that PLANE cuts (LiTS-117 is LPS-canonical); for per-slice scoring
 STRUCTURES = ("liver", "tumour")
 
 # method name -> "module:function(backend, ct, reference, settings, log) -> (Segmentation, report dict)"
@@ -44,12 +45,6 @@ def _optional(target: str):
 
 def slice_spec(slices: str) -> str:
     return {"default": "every:8", "all": "all"}.get(slices, slices)
-
-
-def dice_on_slices(pred: np.ndarray, ref: np.ndarray, axis: int, indices) -> float:
-    idx = [slice(None)] * 3
-    idx[axis] = list(indices)
-    return dice(pred[tuple(idx)], ref[tuple(idx)])
 
 
 def _load_steps(methods):
@@ -80,17 +75,17 @@ def run_demo(out, slices: str = "default", backend=None, methods=None, log=print
         ct, ref = lits117()
         ref_masks = {s: ref.masks[s] for s in STRUCTURES}
         spec = slice_spec(slices)
-        settings = {"case": "LiTS-117", "axis": AXIS, "slices": spec, "ct_window": list(CT_WINDOW),
+        settings = {"case": "LiTS-117", "plane": PLANE, "slices": spec, "ct_window": list(CT_WINDOW),
                     "assumed_spacing_mm": list(LITS_SPACING_MM), "backbone": "litemedsam",
                     "device": backend.handshake()["device"]}
         report = {"methods": {}, "settings": settings}
         results: dict[str, Segmentation] = {}
 
         log(f"[demo] oracle-box LiteMedSAM on LiTS-117, slices={spec}")
-        from .cli.common import ProgressPrinter
+        from .progress import ProgressPrinter
 
         t0 = time.time()
-        r = run_job(backend, "sam.oracle_box", ct, {"axis": AXIS, "slices": spec, "window": list(CT_WINDOW)},
+        r = run_job(backend, "sam.oracle_box", ct, {"plane": PLANE, "slices": spec, "window": list(CT_WINDOW)},
                     ref_masks, on_event=ProgressPrinter("oracle_box"))
         secs = time.time() - t0
         indices = r.info["slices"]
@@ -99,7 +94,7 @@ def run_demo(out, slices: str = "default", backend=None, methods=None, log=print
         write_segmentation(seg, out / "oracle_box.seg.nrrd")
         results["oracle_box"] = seg
         report["methods"]["oracle_box"] = {
-            "dice": {s: round(dice_on_slices(r.masks[s], ref_masks[s], AXIS, indices), 4) for s in STRUCTURES},
+            "dice": {s: round(dice(r.masks[s], ref_masks[s], slices=(AXIS, indices)), 4) for s in STRUCTURES},
             "seconds": round(secs, 2), "seconds_per_slice": round(secs / len(indices), 3)}
         log(f"[demo] oracle_box Dice {report['methods']['oracle_box']['dice']} in {secs:.1f} s")
 
@@ -113,7 +108,7 @@ def run_demo(out, slices: str = "default", backend=None, methods=None, log=print
             report["methods"][name] = rep
             log(f"[demo] {name} Dice {rep.get('dice')} in {rep['seconds']:.1f} s")
 
-        (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_json(out / "report.json", report, indent=2)
         write_overlay(out / "overlay.png", ct, ref, results, indices)
         writer = _optional(SCENE_WRITER)
         if writer is not None:

@@ -13,7 +13,8 @@ SESSION_HEADER = "X-MedSegSuite-Session"
 API_HEADER = "X-MedSegSuite-API"      # the client's API version, checked when a session opens
 
 CAPABILITIES = ["images.fingerprint-reuse", "arrays.zlib", "arrays.bitpacked-bool", "arrays.crop",
-                "results.mask-crops", "jobs.events-longpoll", "jobs.cancel", "sessions.lease"]
+                "results.mask-crops", "jobs.events-longpoll", "jobs.cancel", "sessions.lease",
+                "tasks.schemas", "results.crops", "models.import", "sessions.interactive-state"]
 
 # error codes (HTTP status in brackets)
 E_BAD_REQUEST = "bad_request"            # [400] malformed payload, bad params, NaN, wrong dtype/geometry
@@ -29,6 +30,7 @@ E_SESSION_EXPIRED = "session_expired"    # [410] lease not renewed in time
 E_SERVER_RESTARTED = "server_restarted"  # [410] the session belongs to an earlier server process
 E_SESSION_MISSING = "session_missing"    # [400] request without a session header
 E_TOO_LARGE = "too_large"                # [413]
+E_MODEL_EXISTS = "model_exists"          # [409] PUT /models/{id} with an id the server already has
 E_VERSION = "version_mismatch"           # [426]
 E_SERVER_FULL = "server_full"            # [503] --max-sessions reached
 E_INTERNAL = "internal"                  # [500]

@@ -111,16 +111,17 @@ def _encode_one(name: str, a: np.ndarray, level: int, crop: bool):
         entry["bits"] = True
     else:
         raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-    blob = zlib.compress(raw, level) if raw else b""
-    if len(blob) >= 0.9 * len(raw):  # incompressible (e.g. noise): skip the work on the other end
+    blob = zlib.compress(raw, level) if raw and level is not None else raw
+    if level is None or len(blob) >= 0.9 * len(raw):  # incompressible (e.g. noise): skip the work on the other end
         entry["codec"], blob = "raw", raw
     else:
         entry["codec"] = "zlib"
     return entry, blob
 
 
-def pack(meta: dict | None = None, arrays: dict | None = None, level: int = 1) -> bytes:
-    """One body from a JSON-able ``meta`` and ``{name: ndarray | Crop}``."""
+def pack(meta: dict | None = None, arrays: dict | None = None, level: int | None = 1) -> bytes:
+    """One body from a JSON-able ``meta`` and ``{name: ndarray | Crop}``; ``level=None`` sends raw
+    bytes (a local pipe, where compressing costs more than it saves)."""
     entries, blobs, pos = [], [], 0
     for name, a in (arrays or {}).items():
         crop = isinstance(a, Crop)

@@ -191,17 +191,22 @@ def _volume(n=6, seed=7):
 def test_segment_task_reuses_embeddings_and_keeps_rounds(tiny_model_file, backend):
     from medsegsuite.engine.interface import run_job
 
+    from medsegsuite.volume import SliceEngine
+
     vol, _ = _volume()
-    params = {"model": str(tiny_model_file), "axis": 2, "iterations": 3}
+    eng = SliceEngine.for_volume(vol, "axial")
+    params = {"model": str(tiny_model_file), "plane": "axial", "iterations": 3, "return_rounds": True}
     r1 = run_job(backend, "cosam.segment", vol, params)
     assert r1.info["encoder_calls"] == 6 and set(r1.masks) == {"blob"}
     assert sorted(r1.arrays) == [f"blob_round{t}" for t in range(4)]
     assert np.array_equal(r1.arrays["blob_round3"] > 0, r1.masks["blob"])
-    # a second run, now with clicks continuing from the first result: nothing is re-encoded
+    # a second run, now with clicks (x = column, y = row of the axial slice) continuing from the first
+    # result: nothing is re-encoded, and no rounds come back unless asked for
     pts = np.array([[10.0, 12.0, 2, 1], [50.0, 40.0, 2, 0]])
-    r2 = run_job(backend, "cosam.segment", vol, params, {"points": pts, "start": r1.masks["blob"]})
-    assert r2.info["encoder_calls"] == 0 and r2.info["clicks"] == 2
-    assert r2.masks["blob"][12, 10, 2] and not r2.masks["blob"][40, 50, 2]
+    r2 = run_job(backend, "cosam.segment", vol, {**params, "return_rounds": False},
+                 {"points": pts, "start": r1.masks["blob"]})
+    assert r2.info["encoder_calls"] == 0 and r2.info["clicks"] == 2 and not r2.arrays
+    assert eng.slice(r2.masks["blob"], 2)[12, 10] and not eng.slice(r2.masks["blob"], 2)[40, 50]
     assert r2.info["per_slice"]["2"]["accepted"] >= 1
     # bad input: a clear error
     from medsegsuite.engine.interface import JobFailed
@@ -231,7 +236,9 @@ def test_cli_train_and_segment(tmp_path, tiny_model_file):
                "--device", "cpu"])
     assert rc == 0
     seg = read_segmentation(tmp_path / "s.seg.nrrd")
-    assert seg.masks["blob"][30, 20, 3]
+    from medsegsuite.volume import SliceEngine
+
+    assert SliceEngine(seg.geometry.shape, seg.geometry.direction).slice(seg.masks["blob"], 3)[30, 20]
     rc = main(["cosam", "segment", "--image", str(tmp_path / "img.nii.gz"), "--model", str(tmp_path / "img.nii.gz"),
                "--out", str(tmp_path / "x.seg.nrrd"), "--device", "cpu"])
     assert rc == 2  # not a checkpoint: a clear error, nothing written
@@ -268,19 +275,60 @@ def test_panel_logic_reviews_rounds_and_continues_from_points(tiny_model_file, b
     assert np.array_equal(segments.read_mask(seg, sid, vol.geometry), logic.rounds[0])
     with pytest.raises(InputError, match="points"):
         logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob", continue_loop=True)
-    # +/- points continue the loop from the segment as it is
+    # ... the user edits it (the segment no longer is the session's result) ...
+    reviewed = logic.rounds[0].copy()
+    reviewed[40:44, 40:44, 4] = ~reviewed[40:44, 40:44, 4]
+    segments.write_masks(seg, {"blob": reviewed}, vol.geometry, undoable=False)
+    # ... and +/- points continue the loop from the segment as it is, through cosam.segment
+    from medsegsuite.volume import SliceEngine
+
+    eng = SliceEngine.for_volume(vol, "axial")
     fid = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
     ras = vol.geometry.ijk_to_ras @ np.array([12.0, 10.0, 2.0, 1.0])
     fid.AddControlPoint(vtk.vtkVector3d(*ras[:3]), "p")
     prompts.set_point_sign(fid, 0, positive=True)
-    _, params, inputs = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob",
-                                      continue_loop=True, points_node=fid)
-    assert np.array_equal(inputs["start"], logic.rounds[0]) and inputs["points"].tolist() == [[10, 12, 2, 1]]
-    reviewed = logic.rounds[0].copy()
+    task, params, inputs = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob",
+                                         continue_loop=True, points_node=fid)
+    x, y, k = eng.ijk_to_slice((12, 10, 2))  # points travel in the axial slice's coordinates
+    assert task == "cosam.segment" and params["plane"] == "axial" and "axis" not in params
+    assert np.array_equal(inputs["start"], reviewed) and inputs["points"].tolist() == [[x, y, k, 1]]
     runner = logic.run(node, seg, model=str(tiny_model_file), structure="blob", iterations=2, points_node=fid,
                        continue_loop=True, timeout=120)
     assert runner.phase.value == "done", runner.error
-    assert segments.read_mask(seg, sid, vol.geometry)[12, 10, 2]
-    # ... and each result is one undo step: undo returns to the reviewed coarse mask
+    after = segments.read_mask(seg, sid, vol.geometry)
+    assert after[12, 10, 2]
+    # a new point while the segment is the session's result: cosam.click, only that slice comes back
+    ras = vol.geometry.ijk_to_ras @ np.array([70.0, 60.0, 4.0, 1.0])
+    fid.AddControlPoint(vtk.vtkVector3d(*ras[:3]), "n")
+    prompts.set_point_sign(fid, 1, positive=not after[70, 60, 4])
+    task, params, inputs = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob",
+                                         continue_loop=True, points_node=fid)
+    assert task == "cosam.click" and inputs["points"].tolist() == [[*eng.ijk_to_slice((70, 60, 4))[:2], 4,
+                                                                    int(not after[70, 60, 4])]]
+    runner = logic.run(node, seg, model=str(tiny_model_file), structure="blob", points_node=fid,
+                       continue_loop=True, timeout=120)
+    assert runner.phase.value == "done", runner.error
+    clicked = segments.read_mask(seg, sid, vol.geometry)
+    assert clicked[70, 60, 4] == (not after[70, 60, 4])  # the user's click holds
+    others = [kk for kk in range(vol.shape[2]) if kk != 4]
+    assert np.array_equal(clicked[:, :, others], after[:, :, others])  # only the clicked slice changed
+    # the backend forgot the session (server restart, eviction): the click fails with a clear message,
+    # and the next Continue falls back to cosam.segment from the segment as it is
+    backend.close_session(f"SelfCorrectingSAM:{node.GetID()}")
+    ras = vol.geometry.ijk_to_ras @ np.array([30.0, 30.0, 1.0, 1.0])
+    fid.AddControlPoint(vtk.vtkVector3d(*ras[:3]), "p2")
+    task, _, _ = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob", continue_loop=True,
+                               points_node=fid)
+    assert task == "cosam.click"
+    runner = logic.run(node, seg, model=str(tiny_model_file), structure="blob", points_node=fid,
+                       continue_loop=True, timeout=120)
+    assert runner.phase.value == "failed" and "run cosam.segment with session=" in runner.error
+    assert np.array_equal(segments.read_mask(seg, sid, vol.geometry), clicked)  # a failed job writes nothing
+    task, _, _ = logic.request(vol, node, seg, model=str(tiny_model_file), structure="blob", continue_loop=True,
+                               points_node=fid)
+    assert task == "cosam.segment"
+    # ... and each result is one undo step: undo returns to the previous result, then to the reviewed mask
+    assert segments.undo_last_write(seg)
+    assert np.array_equal(segments.read_mask(seg, segments.segment_id(seg, "blob"), vol.geometry), after)
     assert segments.undo_last_write(seg)
     assert np.array_equal(segments.read_mask(seg, segments.segment_id(seg, "blob"), vol.geometry), reviewed)

@@ -13,7 +13,8 @@ def test_shipped_liver_model_on_heldout_slices(lits, backend):
     assert not set(held) & set(card["split"]["train"])
     picks = [held[len(held) // 4], held[len(held) // 2], held[3 * len(held) // 4]]
     ct, ref = lits
-    r = run_job(backend, "cosam.segment", ct, {"model": "liver", "axis": 2, "slices": picks, "iterations": 4})
+    r = run_job(backend, "cosam.segment", ct, {"model": "liver", "plane": "axial", "slices": picks, "iterations": 4,
+                                                  "return_rounds": True})
     pred, gt = r.masks["liver"], ref.masks["liver"]
     d = [2 * (pred[:, :, k] & gt[:, :, k]).sum() / (pred[:, :, k].sum() + gt[:, :, k].sum()) for k in picks]
     assert np.mean(d) >= 0.85, d

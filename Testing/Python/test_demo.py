@@ -13,6 +13,7 @@ def test_demo_oracle_box_reaches_liver_dice(tmp_path, lits):
                "--device", "cpu", "--threads", "2"])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
+    assert list(report)[0] == "provenance" and report["provenance"]["command"]  # recorded, not typed
     m = report["methods"]["oracle_box"]
     assert m["dice"]["liver"] >= 0.85
     assert m["dice"]["tumour"] > 0.5

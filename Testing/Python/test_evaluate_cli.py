@@ -149,7 +149,7 @@ def test_case_folders_one_file_per_structure(tmp_path):
 
 def test_demo_output_against_lits117(tmp_path, capsys):
     """The demo's oracle_box.seg.nrrd against --ref lits117, restricted to the demo's slices."""
-    from medsegsuite.demo import dice_on_slices
+    from medsegsuite.metrics import dice
     from medsegsuite.sampledata import lits117_segmentation
 
     ref = lits117_segmentation()
@@ -168,7 +168,7 @@ def test_demo_output_against_lits117(tmp_path, capsys):
                  "--slices-from", str(demo / "report.json"), "--no-plots"]) == 0
     rows = {r["structure"]: r for r in _read(out / "metrics.csv")}
     for s in ("liver", "tumour"):
-        assert float(rows[s]["dice"]) == pytest.approx(dice_on_slices(pred[s], ref.masks[s], 2, idx), abs=1e-6)
+        assert float(rows[s]["dice"]) == pytest.approx(dice(pred[s], ref.masks[s], slices=(2, idx)), abs=1e-6)
         assert float(rows[s]["hd95"]) == pytest.approx(2.0)  # one 2 mm voxel, in-plane
     assert rows["liver"]["case"] == "LiTS-117"
     # without the restriction the command warns that the unsegmented slices count as misses
@@ -179,7 +179,7 @@ def test_demo_output_against_lits117(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(demo / "oracle_box.seg.nrrd"), "--ref", "lits117", "--out",
                  str(tmp_path / "ev_ab"), "--slices", "4:5", "--no-plots"]) == 0
     assert float(_read(tmp_path / "ev_ab" / "metrics.csv")[0]["dice"]) == pytest.approx(
-        dice_on_slices(pred["liver"], ref.masks["liver"], 2, [4]), abs=1e-6)
+        dice(pred["liver"], ref.masks["liver"], slices=(2, [4])), abs=1e-6)
     # the whole demo folder against the one reference: each result file is a method
     write_segmentation(Segmentation(ref.geometry, {"liver": ref.masks["liver"]}), demo / "cosam.seg.nrrd")
     assert main(["evaluate", "--pred", str(demo), "--ref", "lits117", "--out", str(tmp_path / "both"),
@@ -216,3 +216,40 @@ def test_misspelt_segment_is_reported_and_scores_as_a_miss(folders, tmp_path, ca
     assert "['Livr'] match no structure" in capsys.readouterr().out
     liver = next(r for r in _read(tmp_path / "o" / "metrics.csv") if r["structure"] == "liver")
     assert float(liver["dice"]) == 0.0 and liver["hd95"] == "nan"
+
+
+def test_report_json_with_a_plane_and_slices_of_a_flipped_volume(tmp_path):
+    """--slices and --slices-from number slices in the plane (as the methods do), whatever the IJK order:
+    on a volume stored head-first (k axis flipped) axial slice 3 is array index n - 1 - 3."""
+    from medsegsuite.metrics import dice
+
+    flip = Geometry(GEOM.shape, spacing=GEOM.spacing, origin=GEOM.origin,
+                    direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0)))
+    ref = np.zeros(GEOM.shape, bool)
+    ref[8:24, 10:20, :] = True  # a bar through every axial slice
+    pred = np.zeros_like(ref)
+    n = GEOM.shape[2]
+    pred[:, :, n - 1 - 3] = ref[:, :, n - 1 - 3]  # only canonical axial slice 3 is predicted (perfectly)
+    write_segmentation(Segmentation(flip, {"liver": ref}), tmp_path / "ref.seg.nrrd")
+    write_segmentation(Segmentation(flip, {"liver": pred}), tmp_path / "pred.seg.nrrd")
+    (tmp_path / "report.json").write_text(json.dumps({"settings": {"plane": "axial", "evaluated_slices": [3]}}))
+    for how in (["--slices", "3", "--plane", "axial"], ["--slices-from", str(tmp_path / "report.json")]):
+        out = tmp_path / how[0].strip("-")
+        assert main(["evaluate", "--pred", str(tmp_path / "pred.seg.nrrd"), "--ref", str(tmp_path / "ref.seg.nrrd"),
+                     "--out", str(out), "--no-plots"] + how) == 0
+        row = _read(out / "metrics.csv")[0]
+        assert float(row["dice"]) == 1.0 and float(row["hd95"]) == 0.0
+        assert "of the axial plane: [3]" in (out / "report.md").read_text()
+    assert dice(pred, ref, slices=(2, [3])) == 0.0  # array index 3 is a different, unpredicted slice
+
+
+def test_report_md_starts_with_recorded_provenance(folders, tmp_path):
+    import sys
+
+    out = tmp_path / "o"
+    assert main(["evaluate", "--pred", str(folders / "A"), "--ref", str(folders / "ref"), "--out", str(out),
+                 "--preset", "touchstone", "--no-plots"]) == 0
+    lines = (out / "report.md").read_text().splitlines()
+    assert lines[0] == "# Segmentation evaluation" and lines[2].startswith("**Provenance**")
+    head = "\n".join(lines[:12])
+    assert "- command: `" in head and "- machine: " in head and f"Python {sys.version.split()[0]}" in head

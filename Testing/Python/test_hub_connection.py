@@ -51,3 +51,44 @@ def test_remote_state_follows_the_server(hub_logic, tmp_path):
     finally:
         if not stopped:
             srv.stop()
+
+
+def test_model_list_and_import_go_to_the_backend_in_use(hub_logic, tmp_path, monkeypatch):
+    """Remote: the hub lists the server's models and an import uploads to the server, not the local
+    registry; local: the same calls reach this computer's registry through LocalBackend."""
+    import torch
+
+    logic, backends = hub_logic
+    from MedSegSuiteLib.panel import MethodLogic
+    from medsegsuite.client import RemoteBackend
+    from medsegsuite.engine import LocalBackend
+    from medsegsuite.models.checkpoints import save_checkpoint
+    from medsegsuite.models.registry import default_registry
+    from medsegsuite.server import ServerConfig, start_in_thread
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", "test-arch", {"w": torch.ones(2)}, {"structures": ["liver"]})
+    server_home, client_home = tmp_path / "server", tmp_path / "client"
+    monkeypatch.setenv("MEDSEGSUITE_HOME", str(server_home))  # the server (in this process) registers here
+    srv = start_in_thread(ServerConfig(port=0, device="cpu"))
+    try:
+        remote = RemoteBackend(srv.url, heartbeat=False)
+        backends.set_backend(remote)
+        entry = logic.import_checkpoint(str(ckpt), "hub-remote-model")
+        assert entry["id"] == "hub-remote-model" and entry["architecture"] == "test-arch"
+        assert (server_home / "models" / "hub-remote-model.pt").exists()
+        assert "hub-remote-model" in [m["id"] for m in logic.models()]
+        assert "hub-remote-model" in MethodLogic(lambda: remote).model_ids()
+        monkeypatch.setenv("MEDSEGSUITE_HOME", str(client_home))
+        assert "hub-remote-model" not in default_registry()  # nothing went to the client's registry
+        remote.close()
+    finally:
+        srv.stop()
+    local = LocalBackend("cpu")
+    try:
+        backends.set_backend(local)
+        assert "hub-remote-model" not in [m["id"] for m in logic.models()]
+        logic.import_checkpoint(str(ckpt), "hub-local-model")
+        assert "hub-local-model" in [m["id"] for m in logic.models()]
+        assert (client_home / "models" / "hub-local-model.pt").exists()
+    finally:
+        local.close()

@@ -21,7 +21,7 @@ def sam_server():
 
 def test_oracle_box_remote_is_bit_identical_to_local(sam_server, lits):
     ct, ref = lits
-    params = {"axis": 2, "slices": SLICES, "window": [-160.0, 240.0]}
+    params = {"plane": "axial", "slices": SLICES, "window": [-160.0, 240.0]}
     inputs = {name: ref.masks[name] for name in ("liver", "tumour")}
     with LocalBackend("cpu") as lb:
         local = run_job(lb, "sam.oracle_box", ct, params, inputs, timeout=300)

@@ -56,3 +56,20 @@ def test_cli_options_come_from_the_schema():
     assert got == {"plane": "sagittal", "window": ["-100", "200"], "propagate": True}
     assert S.validate(got)["window"] == [-100.0, 200.0]
     assert "--cache" not in p.format_help() and "default 4" in p.format_help()
+
+
+def test_every_task_declares_its_parameters_and_lists_them():
+    from medsegsuite.engine import LocalBackend
+    from medsegsuite.engine.tasks import available_tasks
+
+    undeclared = [n for n, spec in available_tasks().items() if spec.schema is None]
+    assert not undeclared, f"tasks without a parameter schema: {undeclared}"
+    with LocalBackend("cpu") as b:
+        listing = {t["name"]: t for t in b.list_tasks()}
+    assert set(listing) == set(available_tasks())
+    for t in listing.values():
+        assert t["kind"] in ("interactive", "training")
+        for p in t["params"]:
+            assert p["help"], f"{t['name']}.{p['name']} has no help text"
+    assert not any(p["name"] == "axis" for t in listing.values() for p in t["params"]), "tasks speak planes"
+    assert listing["cosam.train"]["kind"] == listing["scribble.train"]["kind"] == "training"

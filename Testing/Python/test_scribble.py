@@ -143,7 +143,11 @@ def test_losses_ignore_unlabelled_pixels():
 
 
 def test_dense_dice_loss_of_the_full_supervision_baseline():
-    from medsegsuite.scribble.train import dense_dice_loss
+    from medsegsuite.losses import dice_loss
+    from medsegsuite.scribble.train import FULL_LOSS
+
+    def dense_dice_loss(logits, labels, n_classes):
+        return dice_loss(logits, labels, **FULL_LOSS)
 
     lab = torch.zeros(1, 8, 8, dtype=torch.long)
     lab[0, 2:5, 2:5] = 1
@@ -256,7 +260,7 @@ def test_training_on_synthetic_case_reaches_dice():
 
     img, lab = _synthetic()
     train = [3, 8, 13]
-    sc = make_scribbles(lab, 2, train, axis=2, seed=0, margin_mm=3)
+    sc = make_scribbles(lab, 2, train, plane="axial", seed=0, margin_mm=3)
     assert np.all(sc[..., [0, 1, 2, 4]] == UNLABELLED)
     assert 0 < np.count_nonzero(sc == 1) < 0.5 * lab[..., train].sum()
     assert np.all(lab[sc == 1] == 1) and np.all(lab[sc == 0] == 0), "strokes never leave their class"
@@ -277,7 +281,7 @@ def tiny_case():
     from medsegsuite.scribble.generator import make_scribbles
 
     img, lab = _synthetic((32, 32, 8), seed=1)
-    return Volume(img, (1.0, 1.0, 2.0)), lab, make_scribbles(lab, 2, [2, 5], axis=2, seed=0)
+    return Volume(img, (1.0, 1.0, 2.0)), lab, make_scribbles(lab, 2, [2, 5], plane="axial", seed=0)
 
 
 FAST = {"iterations": 25, "batch": 2, "net": {"channels": [8, 16], "strides": [2]}}
@@ -288,14 +292,14 @@ def test_train_segment_retrain_tasks(backend, tiny_case):
     from medsegsuite.models import load_checkpoint
 
     vol, lab, sc = tiny_case
-    res = run_job(backend, "scribble.train", vol, {"classes": ["disc"], "settings": FAST}, {"scribbles": sc})
+    res = run_job(backend, "scribble.train", vol, {"classes": ["disc"], **FAST}, {"scribbles": sc})
     model = res.arrays["model"]
     assert model.dtype == np.uint8 and res.info["training"]["continued"] is False
     seg = run_job(backend, "scribble.segment", vol, {}, {"model": model})
     assert list(seg.masks) == ["disc"] and seg.masks["disc"].shape == vol.shape and seg.masks["disc"].any()
     # re-train from the last model, with a second case
-    again = run_job(backend, "scribble.train", vol, {"classes": ["disc"], "settings": {"iterations": 5},
-                                                     "spacing_1": [1, 1, 2]},
+    again = run_job(backend, "scribble.train", vol, {"classes": ["disc"], "iterations": 5,
+                                                     "case_geometry": {"1": {"spacing": [1, 1, 2]}}},
                     {"scribbles": sc, "init_model": model, "image_1": vol.array, "scribbles_1": sc})
     assert again.info["training"]["continued"] is True and again.info["training"]["cases"] == 2
     # bytes are a weights_only-safe checkpoint
@@ -330,13 +334,13 @@ def test_quick_task_progress_and_cancel(backend, tiny_case):
 
     vol, lab, sc = tiny_case
     events = []
-    res = run_job(backend, "scribble.quick", vol, {"classes": ["disc"], "settings": FAST}, {"scribbles": sc},
+    res = run_job(backend, "scribble.quick", vol, {"classes": ["disc"], **FAST}, {"scribbles": sc},
                   on_event=events.append)
     assert "disc" in res.masks and "model" in res.arrays and res.info["seconds"] > 0
     fr = [e.fraction for e in events if e.state == JobState.RUNNING]
     assert len(fr) > 10 and fr == sorted(fr)
     image_id = backend.set_image(vol)
-    job = backend.start_job("scribble.quick", image_id, {"classes": ["disc"], "settings": {**FAST, "iterations": 100000}},
+    job = backend.start_job("scribble.quick", image_id, {"classes": ["disc"], **FAST, "iterations": 100000},
                             {"scribbles": sc})
     seen = []
 

@@ -45,7 +45,7 @@ def _case(scene, name, seed):
         img[..., k] += 100 * m
     vol = Volume(img, (1.0, 1.0, 2.0), name=name)
     node = volume_to_node(vol, scene, name)
-    sc = make_scribbles(lab, 2, [1, 4], axis=2, seed=seed, margin_mm=3)
+    sc = make_scribbles(lab, 2, [1, 4], plane="axial", seed=seed, margin_mm=3)
     snode = segments.new_segmentation_node(scene, f"{name} scribbles", vol.geometry)
     segments.write_masks(snode, {"background": sc == 0, "organ": sc == 1}, vol.geometry, undoable=False)
     return node, snode, lab
@@ -82,7 +82,7 @@ def test_panel_train_segment_undo_retrain_and_cases(backend):
     first = logic.model_bytes
     task, params, inputs = logic.request(volume_from_node(vol), vol, None, mode="train", scribbles_node=scr,
                                          continue_training=True, iterations=5)
-    assert inputs["init_model"] is first and params["settings"]["iterations"] == 5
+    assert inputs["init_model"] is first and params["iterations"] == 5 and params["plane"] == "axial"
     r = logic.run(vol, None, mode="train", scribbles_node=scr, settings=FAST, iterations=5, continue_training=True,
                   timeout=60)
     assert r.phase == Phase.DONE, r.error
@@ -95,7 +95,7 @@ def test_panel_train_segment_undo_retrain_and_cases(backend):
         logic.add_case(vol2, scr2)
     task, params, inputs = logic.request(volume_from_node(vol), vol, None, mode="train", scribbles_node=scr)
     assert inputs["image_1"].shape == (32, 32, 6) and set(np.unique(inputs["scribbles_1"])) == {0, 1, 255}
-    assert params["spacing_1"] == [1.0, 1.0, 2.0]
+    assert params["case_geometry"]["1"]["spacing"] == [1.0, 1.0, 2.0]
     with pytest.raises(InputError, match="Quick trains on this volume only"):
         logic.request(volume_from_node(vol), vol, None, mode="quick", scribbles_node=scr)
     r = logic.run(vol, None, mode="train", scribbles_node=scr, settings=FAST, iterations=5, timeout=60)

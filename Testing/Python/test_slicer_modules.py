@@ -103,7 +103,11 @@ def test_method_logics_build_requests(oblique_volume):
     task, params, inputs = cosam.request(oblique_volume, vol, None, model="m", iterations=2, slices="1:3",
                                          points_node=fid)
     assert task == "cosam.segment" and params["model"] == "m" and params["iterations"] == 2
-    np.testing.assert_array_equal(inputs["points"], [[5, 3, 2, 0]])  # x = j, y = i, slice = k, label -
+    assert params["plane"] == "axial" and "axis" not in params
+    from medsegsuite.volume import SliceEngine
+
+    x, y, k = SliceEngine.for_volume(oblique_volume, "axial").ijk_to_slice((3, 5, 2))  # the slice engine's axial cut
+    np.testing.assert_array_equal(inputs["points"], [[x, y, k, 0]])  # x = column, y = row, slice, label -
 
     scribbles = segments.new_segmentation_node(scene, "scribbles", g)
     fg = np.zeros(g.shape, bool); fg[2, 2:6, 3] = True

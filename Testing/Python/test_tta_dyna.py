@@ -61,3 +61,14 @@ def test_day_queues_the_case_and_night_task_runs_on_the_queue(small_case, backen
     st = run_job(backend, "dyna.status", None, {"model": "liver-source"}).info
     assert st["queue"] == [] and st["deployed"] == "liver-source"
     assert any(v["file"] == str(__import__("pathlib").Path(rep["new"]).resolve()) for v in st["versions"])
+
+
+def test_evaluation_scores_next_day_dyna_on_slices_its_night_never_saw():
+    from medsegsuite.tta.evaluate import eval_slices, night_slices
+    from medsegsuite.tta.train import held_out
+
+    n = 128
+    ref = np.ones((n, 4, 4), bool)
+    scored = eval_slices("liver-source", ref, 24)
+    assert len(scored) == 24 and set(scored) <= set(held_out(n))
+    assert set(night_slices(n)).isdisjoint(scored) and len(night_slices(n)) + len(held_out(n)) == n

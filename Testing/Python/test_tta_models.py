@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medsegsuite.engine.interface import run_job
-from medsegsuite.tta.network import load_source_model, masks_to_volume, slices_from_volume, to_canonical
+from medsegsuite.tta.network import load_source_model, slice_engine, slices_from_volume
 from medsegsuite.tta.pipeline import plain_logits
 from medsegsuite.tta.train import held_out
 
@@ -28,7 +28,7 @@ def _plain_dice(model_id, vol, mask, idx):
     src = load_source_model(model_id)
     x, _, shape2d = slices_from_volume(vol, src.card, idx)
     pred = logits_to_slices(plain_logits(src.net, x), shape2d) > 0
-    ref = np.moveaxis(to_canonical(mask, vol.direction)[:, :, idx], 2, 0)
+    ref = slice_engine(vol, src.card).stack(mask, idx)
     return src, dice(pred, ref)
 
 
@@ -81,11 +81,15 @@ def test_tta_adapt_task_returns_before_and_after_with_entropies(lits, backend):
 
 
 def test_tta_adapt_rejects_bad_options(lits, backend):
-    from medsegsuite.engine.interface import JobFailed
+    from medsegsuite.errors import InputError
 
-    with pytest.raises(JobFailed, match="unknown option"):
+    # refused at submission, before any job exists (the options dict is checked with the schema)
+    with pytest.raises(InputError, match="unknown option"):
         run_job(backend, "tta.adapt", lits[0], {"model": "liver-source", "method": "vptta",
                                                 "options": {"learning_rate": 1}, "slices": "60:61"})
+    with pytest.raises(InputError, match="option 'lr' of vptta must be a number"):
+        run_job(backend, "tta.adapt", lits[0], {"model": "liver-source", "method": "vptta",
+                                                "options": {"lr": "fast"}, "slices": "60:61"})
 
 
 def test_cli_tta_writes_segmentation_and_report(tmp_path, lits):

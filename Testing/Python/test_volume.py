@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from medsegsuite.errors import InputError
-from medsegsuite.volume import Geometry, Volume, extract_slice, insert_slice, slices_along, stack_slices
+from medsegsuite.volume import Geometry, Volume
 
 
 def test_ijk_to_ras_maps_voxels_by_spacing_and_direction(oblique_volume):
@@ -15,19 +15,6 @@ def test_ijk_to_ras_maps_voxels_by_spacing_and_direction(oblique_volume):
     g = v.geometry
     assert np.allclose(g.ras_to_ijk_points(g.ijk_to_ras_points([[2, 3, 4]])), [[2, 3, 4]])
     assert Geometry.from_ijk_to_ras(v.shape, m).same_as(g)
-
-
-@pytest.mark.parametrize("axis", [0, 1, 2])
-def test_slice_round_trip_every_axis(axis):
-    a = np.arange(4 * 5 * 6).reshape(4, 5, 6)
-    slices = [s.copy() for _, s in slices_along(a, axis)]
-    assert all(s.ndim == 2 for s in slices)
-    assert np.array_equal(stack_slices(slices, axis), a)
-    b = np.zeros_like(a)
-    for i, s in enumerate(slices):
-        insert_slice(b, axis, i, s)
-    assert np.array_equal(a, b)
-    assert np.array_equal(extract_slice(a, axis, 1), np.take(a, 1, axis=axis))
 
 
 def test_bad_volumes_are_refused_with_clear_errors():
@@ -42,10 +29,6 @@ def test_bad_volumes_are_refused_with_clear_errors():
     v = Volume(np.array([[[np.nan, 1.0]]]))
     with pytest.raises(InputError, match="NaN"):
         v.require_finite()
-    with pytest.raises(InputError, match="outside"):
-        extract_slice(np.zeros((2, 2, 2)), 0, 5)
-    with pytest.raises(InputError, match="does not fit"):
-        insert_slice(np.zeros((2, 3, 4)), 0, 0, np.zeros((4, 3)))
 
 
 def test_require_same_names_the_difference(oblique_volume):

@@ -19,7 +19,21 @@ def _floats(text, n=None, what="value"):
     return v
 
 
+def _schema(name):
+    from ..cosam.params import SEGMENT_PARAMS, TRAIN_PARAMS
+    from ..engine.schema import Schema
+
+    return Schema({"segment": SEGMENT_PARAMS, "train": TRAIN_PARAMS}[name])
+
+
+# options the CLI writes by hand (files, or a lo,hi text form kept from earlier versions)
+TRAIN_BY_HAND = ("structure", "window", "case_names")
+SEGMENT_BY_HAND = ("window", "roi")
+
+
 def register(sub):
+    from ..engine.schema import add_cli_options
+
     p = sub.add_parser("cosam", help="self-correcting SAM: train a structure model or segment with one",
                        description="CoSAM (arXiv 2411.10136): a prompt-free coarse mask from a fine-tuned SAM "
                        "decoder, corrected in rounds by a learned error decoder. See docs/cosam.md.")
@@ -31,64 +45,50 @@ def register(sub):
     t.add_argument("--sample", choices=["lits117"], help="train on a bundled sample case instead of files")
     t.add_argument("--structure", required=True, help="segment name to learn (e.g. liver)")
     t.add_argument("--label-values", help="labelmap values that form the structure, e.g. 1,2 (default: by name)")
-    t.add_argument("--domains", nargs="+", metavar="TAG",
-                   help="a domain tag per case (scanner/centre), reported per tag")
     t.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write (+ MODEL.json model card)")
-    t.add_argument("--axis", type=int, default=2, help="slice axis (default 2, axial for RAS-ordered volumes)")
     t.add_argument("--window", help="intensity window lo,hi (default: CT -160,240 for CT-like data, else percentiles)")
-    t.add_argument("--split", default="interleaved:4",
-                   help="'interleaved:K' (every K-th slice held out, default K=4) or 'block:F' (train on the first "
-                   "fraction F of the slices, validate on a far block after a gap)")
-    t.add_argument("--steps", type=int, default=300, help="phase-1 steps (coarse head + error decoder)")
-    t.add_argument("--refine-steps", type=int, help="phase-2 steps (refine head; default = --steps)")
-    t.add_argument("--backbone", default="litemedsam",
-                   help="litemedsam (default), sam_vit_b/l/h or medsam (with --backbone-checkpoint), tiny_sam (tests)")
-    t.add_argument("--backbone-checkpoint", help="official SAM/MedSAM checkpoint file for those backbones")
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--embedding-cache", metavar="FILE", help="keep encoder outputs in FILE to reuse across runs")
+    add_cli_options(t, _schema("train"), exclude=TRAIN_BY_HAND, group="training")
     add_backend_options(t)
     t.set_defaults(func=run_train)
 
     g = s.add_parser("segment", help="segment a structure with a CoSAM model, no prompt needed")
     g.add_argument("--image", required=True, metavar="IMG")
-    g.add_argument("--model", default="liver", help="registry id (default: liver) or checkpoint path")
     g.add_argument("--out", required=True, metavar="SEG.seg.nrrd")
-    g.add_argument("--structure", help="output segment name (default: the model's structure)")
-    g.add_argument("--iterations", type=int, default=4, help="correction rounds T (default 4; 0 = coarse only)")
     g.add_argument("--points", nargs="+", metavar="x,y,slice,label",
-                   help="user clicks: column, row, slice index, 1 (+) or 0 (-); they are never overridden")
-    g.add_argument("--axis", type=int, default=2)
-    g.add_argument("--slices", default="all", help="'all', 'every:K', 'a:b' or a list")
+                   help="user clicks in the plane's slices: column, row, slice index, 1 (+) or 0 (-); "
+                   "they are never overridden")
     g.add_argument("--roi", help="voxel box i0,i1,j0,j1,k0,k1 (end exclusive)")
     g.add_argument("--window", help="intensity window lo,hi (default: the model card's)")
-    g.add_argument("--propagate", action="store_true", help="let each slice's result seed its neighbour")
     g.add_argument("--rounds-out", metavar="DIR", help="also write every round's mask as DIR/round<t>.seg.nrrd")
-    g.add_argument("--backbone-checkpoint", help="official SAM/MedSAM checkpoint for models trained on those")
+    add_cli_options(g, _schema("segment"), exclude=SEGMENT_BY_HAND, group="segmentation")
     add_backend_options(g)
     g.set_defaults(func=run_segment)
     p.set_defaults(func=lambda a: p.print_help())
+
+
+def _abs(path):
+    return str(Path(path).resolve()) if path else path
 
 
 def run_segment(args):
     import numpy as np
 
     from ..engine.interface import run_job
+    from ..engine.schema import params_from_cli
     from ..io import Segmentation, read_image, write_segmentation
 
-    img = read_image(args.image)
-    params = {"model": args.model, "iterations": args.iterations, "axis": args.axis, "slices": args.slices}
-    if args.structure:
-        params["structure"] = args.structure
+    schema = _schema("segment")
+    params = params_from_cli(args, schema, exclude=SEGMENT_BY_HAND)
     if args.roi:
-        params["roi"] = [int(v) for v in _floats(args.roi, 6, "--roi")]
+        params["roi"] = args.roi
     if args.window:
-        params["window"] = _floats(args.window, 2, "--window")
-    if args.propagate:
-        params["propagate"] = True
-    if args.backbone_checkpoint:
-        params["backbone_checkpoint"] = str(Path(args.backbone_checkpoint).resolve())
+        params["window"] = args.window
+    if params.get("backbone_checkpoint") and Path(params["backbone_checkpoint"]).exists():
+        params["backbone_checkpoint"] = _abs(params["backbone_checkpoint"])
+    if args.rounds_out:
+        params["return_rounds"] = True
+    schema.validate(params, "cosam segment")  # bad options fail here, before the image is read
+    img = read_image(args.image)
     inputs = {}
     if args.points:
         inputs["points"] = np.array([_floats(p, 4, "--points") for p in args.points])
@@ -105,8 +105,9 @@ def run_segment(args):
         for key, arr in sorted(r.arrays.items()):
             write_segmentation(Segmentation(img.geometry, {name: arr > 0}), d / f"{key.split('_')[-1]}.seg.nrrd")
     acc = [v["accepted"] for v in r.info["per_slice"].values()]
-    print(f"wrote {out}: '{name}' on {len(acc)} slices, rounds accepted per slice: mean {np.mean(acc):.2f}, "
-          f"max {max(acc)}; encoder {r.info['seconds_encode']:.1f} s, loop {r.info['seconds_decode']:.1f} s")
+    print(f"wrote {out}: '{name}' on {len(acc)} {r.info['plane']} slices, rounds accepted per slice: "
+          f"mean {np.mean(acc):.2f}, max {max(acc)}; encoder {r.info['seconds_encode']:.1f} s, "
+          f"loop {r.info['seconds_decode']:.1f} s")
 
 
 def _cases(args):
@@ -145,26 +146,28 @@ def run_train(args):
     import numpy as np
 
     from ..engine.interface import run_job
+    from ..engine.schema import params_from_cli
     from ..errors import InputError
     from ..models import save_checkpoint
 
     cases = _cases(args)
     if args.domains and len(args.domains) != len(cases):
         raise InputError(f"--domains needs one tag per case ({len(cases)}), got {len(args.domains)}")
-    window = _floats(args.window, 2, "--window") if args.window else None
-    inputs, shapes = {}, []
+    inputs = {}
     for n, (_, img, mask) in enumerate(cases):
         inputs[f"image{n}"] = img.array.astype(np.float32)
         inputs[f"label{n}"] = mask.astype(np.uint8)
-        shapes.append(list(img.shape))
-    params = {"structure": args.structure, "axis": args.axis, "window": window, "split": args.split,
-              "steps": args.steps, "refine_steps": args.refine_steps, "batch": args.batch,
-              "backbone": args.backbone,
-              "backbone_checkpoint": (str(Path(args.backbone_checkpoint).resolve())
-                                      if args.backbone_checkpoint else None),
-              "lr": args.lr, "seed": args.seed,
-              "case_names": [c[0] for c in cases], "domains": args.domains or ["default"] * len(cases),
-              "embedding_cache": str(Path(args.embedding_cache).resolve()) if args.embedding_cache else None}
+        inputs[f"direction{n}"] = np.asarray(img.direction, np.float64)  # the engine finds the plane from it
+    schema = _schema("train")
+    params = params_from_cli(args, schema, exclude=TRAIN_BY_HAND)
+    params.update(structure=args.structure, case_names=[c[0] for c in cases],
+                  domains=args.domains or ["default"] * len(cases))
+    if args.window:
+        params["window"] = args.window
+    for key in ("backbone_checkpoint", "embedding_cache"):
+        if params.get(key) and (key == "embedding_cache" or Path(params[key]).exists()):
+            params[key] = _abs(params[key])
+    schema.validate(params, "cosam train")  # bad options fail here, before the cases are sent
     backend = make_backend(args)
     try:
         r = run_job(backend, "cosam.train", None, params, inputs, on_event=ProgressPrinter("cosam train"))

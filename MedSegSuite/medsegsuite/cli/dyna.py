@@ -10,6 +10,10 @@ from .tta import parse_options
 
 
 def register(sub):
+    from ..engine.schema import Schema, add_cli_options
+    from ..tta.options import NIGHT_OPTIONS
+    from ..tta.tasks import NIGHT_PARAMS, STATUS_PARAMS, USE_PARAMS
+
     p = sub.add_parser("dyna", help="DyNA: night adaptation on the day's cases, model versions",
                        description="By day 'medsegsuite tta --method dyna' segments with VPTTA prompts and keeps "
                        "each case; 'dyna night' self-trains a NEW model version on them (teacher/student/global "
@@ -17,37 +21,28 @@ def register(sub):
                        "deployed until you choose it with 'dyna use'. See docs/tta.md.")
     s = p.add_subparsers(dest="dyna_command", metavar="ACTION")
     n = s.add_parser("night", help="fine-tune on the day's cases, write a new version (the old one stays)")
-    n.add_argument("--model", default="liver-source", help="parent model: registry id or checkpoint")
-    n.add_argument("--cases", metavar="DIR",
-                   help="folder of images (on the backend machine); default: the model's day queue")
-    n.add_argument("--out", metavar="MODEL2.pt", help="new version checkpoint (default: the version folder)")
+    add_cli_options(n, Schema(NIGHT_PARAMS))
     n.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
-                   help="night option: iterations, batch, lr, teacher_momentum, global_momentum, confidence, seed")
+                   help="night option, repeatable: " + ", ".join(f"{k} (default {v})" for k, v in NIGHT_OPTIONS.items()))
     add_backend_options(n)
     n.set_defaults(func=run_night)
     st = s.add_parser("status", help="the day's queue, kept versions and the deployed one")
-    st.add_argument("--model", default="liver-source")
+    add_cli_options(st, Schema(STATUS_PARAMS))
     add_backend_options(st)
     st.set_defaults(func=run_status)
     u = s.add_parser("use", help="deploy a kept version (or the original model id)")
-    u.add_argument("--model", default="liver-source")
-    u.add_argument("--version", required=True)
+    add_cli_options(u, Schema(USE_PARAMS))
     add_backend_options(u)
     u.set_defaults(func=run_use)
     p.set_defaults(func=lambda a: p.print_help())
 
 
-def _cases(folder) -> list[str]:
-    from ..errors import InputError
-    from ..io.image import is_image_path
+def _params(args, task: str) -> dict:
+    from ..engine.schema import Schema, params_from_cli
+    from ..tta import tasks
 
-    d = Path(folder)
-    if not d.is_dir():
-        raise InputError(f"--cases {folder} is not a folder")
-    files = sorted(str(f) for f in d.iterdir() if is_image_path(f))
-    if not files:
-        raise InputError(f"no images (NIfTI/NRRD/MHA/DICOM folders) in {folder}")
-    return files
+    return params_from_cli(args, Schema({"dyna.night": tasks.NIGHT_PARAMS, "dyna.status": tasks.STATUS_PARAMS,
+                                         "dyna.use": tasks.USE_PARAMS}[task]))
 
 
 def _run(args, task, params, label):
@@ -61,24 +56,24 @@ def _run(args, task, params, label):
 
 
 def run_night(args):
-    params = {"model": args.model, "options": parse_options(args.option)}
-    if args.cases:
-        params["cases"] = _cases(args.cases)
-    if args.out:
-        params["out"] = str(Path(args.out).resolve())
+    params = {**_params(args, "dyna.night"), "options": parse_options(args.option)}
+    for k in ("cases", "out"):  # files on this machine: absolute, so the backend finds them
+        if params.get(k):
+            params[k] = str(Path(params[k]).resolve())
+    model = params.get("model", "liver-source")
     info = _run(args, "dyna.night", params, "dyna night").info
     c = info["comparison"]
     print(f"new version {info['new']} (parent {info['parent_id']}, {info['cases']} case(s), {info['seconds']} s)")
     print(f"  mean entropy {c['mean_entropy']['parent']:.4f} -> {c['mean_entropy']['new']:.4f}; agreement Dice "
           f"{c['agreement_dice']:.3f}; report {Path(info['new']).with_suffix('').as_posix()}.report.json")
-    print(f"  deployed is still: {info['deployed']}  (choose: medsegsuite dyna use --model {args.model} "
+    print(f"  deployed is still: {info['deployed']}  (choose: medsegsuite dyna use --model {model} "
           f"--version {Path(info['new']).stem})")
 
 
 def run_status(args):
-    print(json.dumps(_run(args, "dyna.status", {"model": args.model}, "dyna status").info, indent=1))
+    print(json.dumps(_run(args, "dyna.status", _params(args, "dyna.status"), "dyna status").info, indent=1))
 
 
 def run_use(args):
-    info = _run(args, "dyna.use", {"model": args.model, "version": args.version}, "dyna use").info
-    print(f"{args.model}: deployed {info['deployed']}")
+    info = _run(args, "dyna.use", _params(args, "dyna.use"), "dyna use").info
+    print(f"{info['model']}: deployed {info['deployed']}")

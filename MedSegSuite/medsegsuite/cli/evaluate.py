@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..volume.planes import PLANES, SliceEngine, check_plane, parse_slices
 
 SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SAMPLES = {"lits117": "LiTS-117", "lits-117": "LiTS-117", "lits": "LiTS-117"}
@@ -41,11 +42,12 @@ def register(sub):
     p.add_argument("--centres", "--centers", metavar="CSV", help="CSV mapping case -> centre (columns case,centre)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--slices", metavar="SPEC",
-                   help="score only these slices along --axis: 'a:b', 'a:b:step', 'every:K' or 'i,j,k' "
-                   "(surface metrics then use each slice's 2D contours)")
+                   help="score only these slices of --plane: 'a:b', 'every:K' or 'i,j,k' (numbered as the "
+                   "methods number them; surface metrics then use each slice's 2D contours)")
     g.add_argument("--slices-from", metavar="REPORT_JSON",
-                   help="score the slices a demo run evaluated (report.json settings.evaluated_slices and axis)")
-    p.add_argument("--axis", type=int, default=2, help="slice axis for --slices (default 2, axial)")
+                   help="score the slices a demo run evaluated (report.json settings.evaluated_slices and plane)")
+    p.add_argument("--plane", choices=PLANES, default="axial",
+                   help="anatomical plane of --slices, found from each case's direction matrix (default axial)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG box plots")
     p.set_defaults(func=run)
 
@@ -118,25 +120,15 @@ def _sample_reference(sample: str):
     return lits117_segmentation
 
 
-def parse_slices(spec: str, n: int) -> list[int]:
-    spec = spec.strip()
-    try:
-        if spec == "all":
-            return list(range(n))
-        if spec.startswith("every:"):
-            return list(range(0, n, int(spec.split(":", 1)[1])))
-        if ":" in spec:
-            parts = [int(v) if v else None for v in spec.split(":")]
-            return list(range(n))[slice(*parts)]
-        return sorted({int(v) for v in spec.split(",") if v.strip()})
-    except ValueError:
-        raise InputError(f"bad --slices '{spec}': use 'a:b', 'a:b:step', 'every:K' or 'i,j,k'") from None
-
-
-def slices_from_report(path) -> tuple[int, list[int]]:
+def slices_from_report(path) -> tuple:
+    """(plane, indices) from a demo report.json (``settings.plane``); reports written before planes
+    carry an array ``axis`` instead, returned as (axis, indices)."""
     try:
         settings = json.loads(Path(path).read_text(encoding="utf-8"))["settings"]
-        return int(settings.get("axis", 2)), [int(i) for i in settings["evaluated_slices"]]
+        idx = [int(i) for i in settings["evaluated_slices"]]
+        if "plane" in settings:
+            return check_plane(settings["plane"]), idx
+        return int(settings.get("axis", 2)), idx
     except FileNotFoundError:
         raise InputError(f"--slices-from: {path} not found") from None
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
@@ -225,12 +217,9 @@ def run(args) -> int:
     if args.slices_from:
         slices = slices_from_report(args.slices_from)
     elif args.slices:
-        n = next(iter(references.values()))().geometry.shape[args.axis] if 0 <= args.axis < 3 else 0
-        if n == 0:
-            raise InputError(f"--axis must be 0, 1 or 2, got {args.axis}")
-        slices = (args.axis, parse_slices(args.slices, n))
-        if not slices[1]:
-            raise InputError(f"--slices '{args.slices}' selects no slice of {n}")
+        g = next(iter(references.values()))().geometry
+        n = SliceEngine(g.shape, g.direction, args.plane).n_slices
+        slices = (args.plane, parse_slices(args.slices.strip(), n))
 
     notes = []
     if slices is None:
@@ -250,7 +239,9 @@ def run(args) -> int:
                 if preset else f"none (the references' segment names, NSD tolerance {args.tolerance:g} mm)",
                 "NSD tolerances (mm)": ", ".join(f"{n} {tolerances[n]:g}" for n in scored),
                 "slices": "all (3D surfaces)" if slices is None else
-                f"{len(slices[1])} slice(s) along axis {slices[0]}: {slices[1][:12]}"
+                f"{len(slices[1])} slice(s) "
+                + (f"of the {slices[0]} plane" if isinstance(slices[0], str) else f"along array axis {slices[0]}")
+                + f": {slices[1][:12]}"
                 f"{' ...' if len(slices[1]) > 12 else ''} (DSC over those slices, surface metrics from "
                 "their 2D contours placed in 3D; see docs/evaluation.md)",
                 "empty masks": "both empty: DSC = NSD = 1, HD95 = ASD = 0; one empty: DSC = NSD = 0, "

@@ -8,18 +8,18 @@ from pathlib import Path
 from .common import ProgressPrinter, add_backend_options, make_backend
 
 
+def _train_schema():
+    from ..engine.schema import Schema
+    from ..scribble.params import TRAIN_PARAMS
+
+    return Schema(TRAIN_PARAMS)
+
+
 def _settings_args(p):
-    g = p.add_argument_group("training settings (defaults in docs/scribble.md)")
-    g.add_argument("--method", choices=["maco", "pce", "pce+cpl", "pce+mcm"], help="default: maco")
-    g.add_argument("--iterations", type=int)
-    g.add_argument("--batch", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--tau", type=float, help="CPL decay length in mm")
-    g.add_argument("--mask-ratio", type=float, dest="mask_ratio", help="MCM masking ratio")
-    g.add_argument("--patch", type=int, help="MCM patch size in pixels")
-    g.add_argument("--max-size", type=int, dest="max_size", help="slices are shrunk to this longer side")
-    g.add_argument("--axis", type=int, choices=[0, 1, 2], help="slice axis (default 2, axial)")
-    g.add_argument("--seed", type=int)
+    """The scribble.train parameters as options, generated from the task's schema."""
+    from ..engine.schema import add_cli_options
+
+    add_cli_options(p, _train_schema(), group="training settings (defaults in docs/scribble.md)")
 
 
 def register(sub):
@@ -33,7 +33,6 @@ def register(sub):
     t.add_argument("--scribbles", action="append", required=True, metavar="SEG",
                    help=".seg.nrrd with one segment per class plus 'background' (repeat, one per --image), "
                    "or a labelmap with --classes and --unlabelled")
-    t.add_argument("--classes", nargs="+", help="class names (default: every non-background segment)")
     t.add_argument("--unlabelled", type=int, default=255, help="unlabelled value of labelmap scribbles")
     t.add_argument("--init", metavar="MODEL", help="continue training from this model (re-training)")
     t.add_argument("--out", required=True, metavar="MODEL", help="output checkpoint (.pt)")
@@ -65,8 +64,10 @@ def register(sub):
     m.add_argument("--labels", required=True, help="labelmap or .seg.nrrd with the full labels")
     m.add_argument("--classes", nargs="+", help="segments to scribble (default: all); a labelmap's labels "
                    "are named label_<v> unless it has a .labels.json")
-    m.add_argument("--slices", default="every:16", help="'every:K', 'a:b' or a list (default every:16)")
-    m.add_argument("--axis", type=int, default=2, choices=[0, 1, 2])
+    m.add_argument("--slices", default="every:16", help="'every:K', 'a:b' or a list (default every:16), "
+                   "counted on the canonical grid of the plane (axial: inferior to superior)")
+    m.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"],
+                   help="slice plane (default axial), found from the labels' direction matrix")
     m.add_argument("--fraction", type=float, default=0.8, help="part of each structure a stroke covers")
     m.add_argument("--kinds", nargs="+", default=["skeleton", "core", "random"])
     m.add_argument("--width", type=int, default=1, help="stroke width in voxels")
@@ -77,8 +78,9 @@ def register(sub):
 
 
 def _settings(args) -> dict:
-    keys = ["method", "iterations", "batch", "lr", "tau", "mask_ratio", "patch", "max_size", "axis", "seed"]
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    from ..engine.schema import params_from_cli
+
+    return params_from_cli(args, _train_schema())
 
 
 def run_train(args):
@@ -99,11 +101,12 @@ def run_train(args):
         if st.classes != classes:
             raise InputError(f"{path} names classes {st.classes}, the first case {classes}; use the same names")
     inputs = {"scribbles": sets[0].labels}
-    params = {"classes": classes, "settings": _settings(args)}
+    params = {**_settings(args), "classes": classes}
     for n, (img, st) in enumerate(zip(images[1:], sets[1:]), start=1):
         inputs[f"image_{n}"] = img.array
         inputs[f"scribbles_{n}"] = st.labels
-        params[f"spacing_{n}"] = list(img.geometry.spacing)
+        params.setdefault("case_geometry", {})[str(n)] = {"spacing": list(img.geometry.spacing),
+                                                          "direction": [list(r) for r in img.direction]}
     if args.init:
         _model_input(args.init, inputs, params, "init_model")
     backend = make_backend(args)
@@ -141,7 +144,7 @@ def run_segment(args):
     inputs, params = {}, {}
     _model_input(args.model, inputs, params, "model")
     if args.keep_largest is not None:
-        params["keep_largest"] = args.keep_largest or True
+        params["keep_largest"] = args.keep_largest or ["all"]
     backend = make_backend(args)
     try:
         res = run_job(backend, "scribble.segment", image, params, inputs, on_event=ProgressPrinter("segment"))
@@ -168,10 +171,11 @@ def run_eval(args):
 
 def run_make(args):
     from ..io import read_segmentation, write_segmentation
-    from ..sam.tasks import parse_slices
+    from ..volume import parse_slices
     from ..errors import InputError
     from ..scribble.generator import make_scribbles, scribble_stats
     from ..scribble.labels import scribbles_to_segmentation
+    from ..scribble.preprocess import slice_engine
     import numpy as np
 
     seg = read_segmentation(args.labels)
@@ -181,11 +185,13 @@ def run_make(args):
         dense[seg.require(name)] = c
     if not np.any(dense):
         raise InputError(f"{args.labels}: the segments {classes} are empty")
-    slices = parse_slices(args.slices, dense.shape[args.axis])
-    sc = make_scribbles(dense, len(classes) + 1, slices, axis=args.axis, seed=args.seed, kinds=args.kinds,
-                        fraction=args.fraction, width=args.width, spacing=seg.geometry.spacing)
+    eng = slice_engine(dense.shape, seg.geometry.direction, args.plane)
+    slices = parse_slices(args.slices, eng.n_slices)
+    sc = make_scribbles(dense, len(classes) + 1, slices, args.plane, seed=args.seed, kinds=args.kinds,
+                        fraction=args.fraction, width=args.width, spacing=seg.geometry.spacing,
+                        direction=seg.geometry.direction)
     write_segmentation(scribbles_to_segmentation(sc, classes, seg.geometry), args.out)
-    stats = scribble_stats(sc, dense, len(classes) + 1, args.axis)
-    print(f"wrote {args.out}: scribbles on {len(slices)} slices along axis {args.axis}; fraction of each "
+    stats = scribble_stats(sc, dense, len(classes) + 1, args.plane, seg.geometry.direction)
+    print(f"wrote {args.out}: scribbles on {len(slices)} {args.plane} slices; fraction of each "
           "class scribbled on those slices: " + ", ".join(
               f"{n} {stats[c]:.3f}" for c, n in enumerate(["background"] + classes)))

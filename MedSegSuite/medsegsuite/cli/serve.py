@@ -45,6 +45,8 @@ def register(sub):
                    help="images one client may hold; its oldest is freed beyond that (default 8)")
     p.add_argument("--max-upload-mb", type=float, default=512.0,
                    help="largest compressed upload in MiB (default 512); larger gets HTTP 413")
+    p.add_argument("--max-model-mb", type=float, default=1024.0,
+                   help="largest checkpoint a client may import (PUT /models/ID), in MiB (default 1024)")
     p.add_argument("--lease-ttl", type=float, default=60.0,
                    help="seconds without a heartbeat before a client's session is released (default 60)")
     p.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
@@ -69,13 +71,14 @@ def run(args):
         key = os.environ[KEY_ENV].strip()
         if len(key) < 16:
             raise InputError(f"the API key in {KEY_ENV} is too short ({len(key)} characters); use at least 16")
-    if args.max_sessions < 1 or args.max_upload_mb <= 0 or args.lease_ttl <= 0:
-        raise InputError("--max-sessions, --max-upload-mb and --lease-ttl must be positive")
+    if args.max_sessions < 1 or args.max_upload_mb <= 0 or args.lease_ttl <= 0 or args.max_model_mb <= 0:
+        raise InputError("--max-sessions, --max-upload-mb, --max-model-mb and --lease-ttl must be positive")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise InputError("--ssl-certfile and --ssl-keyfile go together")
     config = ServerConfig(host=args.host, port=args.port, api_key=key, device=args.device,
                           max_sessions=args.max_sessions, max_images_per_session=args.max_images_per_session,
-                          max_upload_mb=args.max_upload_mb, lease_ttl=args.lease_ttl)
+                          max_upload_mb=args.max_upload_mb, lease_ttl=args.lease_ttl,
+                          max_model_mb=args.max_model_mb)
     config.check_bind()
     set_threads(args.threads or None)
     try:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .common import ProgressPrinter, add_backend_options, make_backend
 
-METHOD_CHOICES = ["none", "tent", "vptta", "grata", "dyna"]
+from ..tta.options import METHODS
+
+METHOD_CHOICES = list(METHODS)
 
 
 def parse_options(items) -> dict:
@@ -38,15 +40,15 @@ def register(sub):
         epilog="examples:\n  medsegsuite tta --model brain-source --method vptta --image t1.nii.gz --out brain.seg.nrrd\n"
         "  medsegsuite tta eval --out docs/results/tta.md\n  medsegsuite tta train-source",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="liver-source", help="registry id or checkpoint (default: liver-source)")
-    p.add_argument("--method", choices=METHOD_CHOICES, default="vptta", help="adaptation method (default: vptta)")
+    from ..engine.schema import Schema, add_cli_options
+    from ..tta.tasks import ADAPT_PARAMS
+
+    add_cli_options(p, Schema(ADAPT_PARAMS))
     p.add_argument("--image", metavar="IMG", help="image (NIfTI/NRRD/MHA/DICOM folder)")
     p.add_argument("--out", metavar="SEG.seg.nrrd", help="segmentation to write")
     p.add_argument("--report", metavar="J.json", help="JSON report: per-slice entropy/confidence before and after")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="method option, repeatable (e.g. -o lr=0.01 -o alpha=0.02); see docs/tta.md")
-    p.add_argument("--slices", default="all", help="canonical axial slices: 'all', 'every:K', 'a:b' or a list")
-    p.add_argument("--structure", help="output segment name (default: the model's structure)")
     add_backend_options(p)
     p.set_defaults(func=run_adapt, _tta_parser=p)
     s = p.add_subparsers(dest="tta_command", metavar="ACTION")
@@ -78,21 +80,22 @@ def run_adapt(args):
     if not args.image or not args.out:
         args._tta_parser.print_usage()
         raise InputError("medsegsuite tta needs --image and --out (or a sub-command: eval, train-source)")
+    from ..engine.schema import Schema, params_from_cli
+    from ..tta.tasks import ADAPT_PARAMS
+
     image = read_image(args.image)
-    params = {"model": args.model, "method": args.method, "options": parse_options(args.option),
-              "slices": args.slices}
-    if args.structure:
-        params["structure"] = args.structure
+    params = {**params_from_cli(args, Schema(ADAPT_PARAMS)), "options": parse_options(args.option)}
+    method = params.get("method", "vptta")
     backend = make_backend(args)
     try:
-        res = run_job(backend, "tta.adapt", image, params, on_event=ProgressPrinter(f"tta {args.method}"))
+        res = run_job(backend, "tta.adapt", image, params, on_event=ProgressPrinter(f"tta {method}"))
     finally:
         backend.close()
     seg = Segmentation(image.geometry, res.masks)
     write_segmentation(seg, args.out)
     info = res.info
     print(f"wrote {args.out}: segments {', '.join(res.masks)}; mean entropy {info['mean_entropy_before']:.4f} "
-          f"before -> {info['mean_entropy_after']:.4f} after ({args.method})")
+          f"before -> {info['mean_entropy_after']:.4f} after ({info['method']})")
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps({"image": str(args.image), **info}, indent=1), encoding="utf-8")

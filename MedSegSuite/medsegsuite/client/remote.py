@@ -303,6 +303,36 @@ class RemoteBackend:
     def list_models(self, task: str | None = None) -> list[dict]:
         return self._request("GET", "/models", params={"task": task} if task else None, session=False).json()
 
+    def list_tasks(self) -> list[dict]:
+        """The server's tasks with their typed parameters (``GET /tasks``)."""
+        return self._request("GET", "/tasks", session=False).json()
+
+    def import_model(self, path, model_id: str, architecture: str | None = None, task: str = "",
+                     structures=None, description: str = "") -> dict:
+        """Upload a checkpoint file and register it on the server under ``model_id``; the server
+        refuses it unless it loads with weights_only=True (no pickled code), and refuses ids it has."""
+        from pathlib import Path
+
+        from ..models.registry import check_model_id
+
+        check_model_id(model_id)
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"checkpoint {p} does not exist")
+        data = np.fromfile(p, dtype=np.uint8)
+        body = wire.pack({"architecture": architecture, "task": task, "description": description,
+                          "structures": list(structures) if structures is not None else None},
+                         {"checkpoint": data}, self.compress_level)
+        return self._request("PUT", f"/models/{model_id}", content=body, session=False,
+                             timeout=max(self.timeout, 600.0)).json()
+
+    def close_session(self, name: str) -> None:
+        """Forget the interactive session ``name`` (last result, clicks) on the server."""
+        if self.session_id is not None:
+            from urllib.parse import quote
+
+            self._request("DELETE", f"/sessions/state/{quote(str(name), safe='')}")
+
     def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
                   inputs: dict | None = None, client: str | None = None) -> str:
         """Queue a job on the server (``client`` is ignored: the server queues per session)."""
@@ -387,7 +417,9 @@ class RemoteBackend:
         meta, arrays = wire.unpack(r.content, _RESULT_LIMITS, check_finite=False)
         masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask/")}
         extra = {k[6:]: v for k, v in arrays.items() if k.startswith("array/")}
-        return JobResult(masks=masks, arrays=extra, info=meta.get("info", {}))
+        offsets = meta.get("crops") or {}
+        crops = {k: (tuple(int(o) for o in offsets[k]), arrays[f"crop/{k}"]) for k in offsets if f"crop/{k}" in arrays}
+        return JobResult(masks=masks, arrays=extra, info=meta.get("info", {}), crops=crops)
 
     def close(self) -> None:
         self._hb_stop.set()

@@ -2,7 +2,7 @@
 
 The shipped models were trained on LiTS-117 itself, so Dice is measured only on the slices their
 model card lists as held out; the demo's slice subset is intersected with them (its default,
-every 8th axial slice from 4, is entirely held out). The job uses the same backend, image, axis
+every 8th axial slice from 4, is entirely held out). The job uses the same backend, image, plane
 and CT window as the oracle-box step, so the embeddings it computed are reused, not recomputed.
 """
 from __future__ import annotations
@@ -14,26 +14,19 @@ import numpy as np
 from ..engine.interface import run_job
 from ..io import Segmentation
 from ..models.registry import default_registry
+from ..volume import SliceEngine
 
 MODELS = {"liver": "liver", "tumour": "tumour"}  # structure -> registry id (absent ids are skipped)
 
 
-def _slice_dice(pred, ref, axis, indices):
-    out = []
-    for k in indices:
-        p, r = np.take(pred, k, axis=axis), np.take(ref, k, axis=axis)
-        s = p.sum() + r.sum()
-        out.append(1.0 if s == 0 else float(2 * np.logical_and(p, r).sum() / s))
-    return out
-
-
 def run_step(backend, ct, ref, settings, log=print):
-    from ..demo import dice_on_slices
+    from ..metrics import dice, slice_dice
 
     t0 = time.time()
     reg = default_registry()
-    axis = int(settings.get("axis", 2))
-    demo_slices = list(settings.get("evaluated_slices") or range(ct.shape[axis]))
+    engine = SliceEngine.for_volume(ct, settings.get("plane", "axial"))
+    axis = engine.input_axis  # the array axis scored per slice (LiTS-117 is LPS-canonical: slice k = index k)
+    demo_slices = list(settings.get("evaluated_slices") or range(engine.n_slices))
     # encoder_calls: slices the CoSAM jobs had to encode (0 when the oracle-box step's embeddings were reused)
     masks, report = {}, {"dice": {}, "dice_by_round": {}, "slice_mean_dice_by_round": {}, "rounds_accepted": {},
                          "models": {}}
@@ -47,14 +40,14 @@ def run_step(backend, ct, ref, settings, log=print):
             log(f"[cosam] no demo slice is held out for model '{model_id}': not scored")
             continue
         r = run_job(backend, "cosam.segment", ct,
-                    {"model": model_id, "structure": structure, "axis": axis, "slices": demo_slices,
-                     "window": settings.get("ct_window"), "iterations": 4})
+                    {"model": model_id, "structure": structure, "plane": engine.plane, "slices": demo_slices,
+                     "window": settings.get("ct_window"), "iterations": 4, "return_rounds": True})
         masks[structure] = r.masks[structure]
         rounds = [r.arrays[f"{structure}_round{t}"] > 0 for t in range(len(r.arrays))]
         refm = ref.masks[structure]
-        report["dice"][structure] = round(dice_on_slices(masks[structure], refm, axis, held), 4)
-        report["dice_by_round"][structure] = [round(dice_on_slices(m, refm, axis, held), 4) for m in rounds]
-        report["slice_mean_dice_by_round"][structure] = [round(float(np.mean(_slice_dice(m, refm, axis, held))), 4)
+        report["dice"][structure] = round(dice(masks[structure], refm, slices=(axis, held)), 4)
+        report["dice_by_round"][structure] = [round(dice(m, refm, slices=(axis, held)), 4) for m in rounds]
+        report["slice_mean_dice_by_round"][structure] = [round(float(np.mean(slice_dice(m, refm, (axis, held)))), 4)
                                                         for m in rounds]
         acc = [r.info["per_slice"][str(k)]["accepted"] for k in held]
         report["rounds_accepted"][structure] = {"mean": round(float(np.mean(acc)), 2), "max": int(max(acc))}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .prompts import build_prompts, paint_clicks
 
@@ -34,7 +35,13 @@ class LoopResult:
     rounds_run: list[int]  # per slice: decoder passes made (including a rejected last one)
     accepted: list[int]  # per slice: rounds accepted (the final mask is rounds[accepted])
     stop: list[str] = field(default_factory=list)
-    final_error: torch.Tensor | None = None  # (B, 1, S, S) error probability of the final mask
+    final_error: torch.Tensor | None = None  # (B, 1, S, S) error probability of the final mask (None: not computed)
+
+
+def to_slice(logits: torch.Tensor, shape_hw) -> np.ndarray:
+    """(B, 1, S, S) logits -> (B, H, W) bool at slice resolution (bilinear, as SAM post-processes).
+    Shared by inference (pipeline) and evaluation (train), so it lives on the inference side."""
+    return (F.interpolate(logits.float(), size=tuple(shape_hw), mode="bilinear", align_corners=False) > 0)[:, 0].numpy()
 
 
 def _paint(mask_t, clicks, b, radius):
@@ -46,8 +53,14 @@ def _paint(mask_t, clicks, b, radius):
 
 @torch.inference_mode()
 def self_correct(model, emb, rounds: int = 4, k_points: int = 5, start_logits=None, clicks=None,
-                 threshold: float = 0.5, min_shrink: float = 0.0, click_radius: float | None = None) -> LoopResult:
-    """Run the loop. ``clicks``: per slice None or (points (n, 2) x, y on the low-res grid, labels)."""
+                 threshold: float = 0.5, min_shrink: float = 0.0, click_radius: float | None = None,
+                 start_error=None) -> LoopResult:
+    """Run the loop. ``clicks``: per slice None or (points (n, 2) x, y on the low-res grid, labels).
+
+    ``start_error``: error probabilities (B, 1, S, S) of the start mask when already known (an
+    interactive session keeps the last ones), which saves an error-decoder pass. When the last round
+    is a forced one (one round after a click), its error map is never used, so it is not computed
+    and ``final_error`` is None."""
     B = emb.shape[0]
     S = model.low_res
     click_radius = S / 128 if click_radius is None else click_radius
@@ -56,8 +69,9 @@ def self_correct(model, emb, rounds: int = 4, k_points: int = 5, start_logits=No
     mask = (logits > 0).float()
     for b in range(B):
         mask[b] = _paint(mask[b], clicks, b, click_radius)
-    err = torch.sigmoid(model.errors(emb, mask))
+    err = torch.sigmoid(model.errors(emb, mask)) if start_error is None else start_error.to(emb).float().clone()
     area = (err > threshold).flatten(1).sum(1).tolist()
+    err_known = True
     history = [torch.where(mask > 0, logits.abs().clamp_min(1e-3), -logits.abs().clamp_min(1e-3))]
     areas = [[a] for a in area]
     active = [area[b] > 0 or has_click[b] for b in range(B)]
@@ -78,13 +92,18 @@ def self_correct(model, emb, rounds: int = 4, k_points: int = 5, start_logits=No
             new_mask = (new > 0).float()
             for j, b in enumerate(idx):
                 new_mask[j] = _paint(new_mask[j], clicks, b, click_radius)
-            new_err = torch.sigmoid(model.errors(emb[idx], new_mask))
-            new_area = (new_err > threshold).flatten(1).sum(1).tolist()
+            if t == rounds and all(t == 1 and has_click[b] for b in idx):  # accepted anyway, nothing follows
+                new_err, new_area, err_known = None, [None] * len(idx), False
+            else:
+                new_err = torch.sigmoid(model.errors(emb[idx], new_mask))
+                new_area = (new_err > threshold).flatten(1).sum(1).tolist()
             for j, b in enumerate(idx):
                 runs[b] = t
                 forced = t == 1 and has_click[b]
                 if forced or new_area[j] < areas[b][-1] * (1.0 - min_shrink):
-                    logits[b], mask[b], err[b] = new[j], new_mask[j], new_err[j]
+                    logits[b], mask[b] = new[j], new_mask[j]
+                    if new_err is not None:
+                        err[b] = new_err[j]
                     areas[b].append(new_area[j])
                     acc[b] = t
                     if new_area[j] == 0:
@@ -94,4 +113,4 @@ def self_correct(model, emb, rounds: int = 4, k_points: int = 5, start_logits=No
         # a painted click must survive thresholding of the stored logits
         history.append(torch.where(mask > 0, logits.abs().clamp_min(1e-3), -logits.abs().clamp_min(1e-3)))
     stop = [s or STOP_MAX_ROUNDS for s in stop]
-    return LoopResult(history, areas, runs, acc, stop, err)
+    return LoopResult(history, areas, runs, acc, stop, err if err_known else None)

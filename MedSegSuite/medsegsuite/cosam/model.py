@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError
 from ..models.checkpoints import load_checkpoint, save_checkpoint, state_dict_of
+from ..models.loader import architecture
 from .heads import ErrorDecoder
 from .prompts import Prompt
 
@@ -184,11 +185,8 @@ def read_cosam(path, sha256=None, size=None) -> tuple[dict, dict, str]:
     return state_dict_of(obj, path=path), dict(obj.get("card") or {}), arch[len(ARCH_PREFIX):]
 
 
-def load_cosam(path, backbone, sha256=None, size=None) -> CoSAM:
-    """A CoSAM model on ``backbone`` from a checkpoint (checksum-verified, weights_only)."""
-    sd, card, bb_name = read_cosam(path, sha256, size)
-    if bb_name.split("@")[0] != backbone.name.split("@")[0]:
-        raise CheckpointError(f"{path} was trained on the '{bb_name}' backbone, not '{backbone.name}'")
+def build_cosam(sd: dict, card: dict, backbone, path="checkpoint") -> CoSAM:
+    """A CoSAM model on ``backbone`` from its trained state dict and card (shapes checked first)."""
     cfg = card.get("error_decoder", {})
     head = card.get("mask_head", {})
     model = CoSAM(backbone, cfg.get("width", 64), cfg.get("depth", 3), head.get("adapter_width", 64),
@@ -204,3 +202,20 @@ def load_cosam(path, backbone, sha256=None, size=None) -> CoSAM:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     model.card = card
     return model.eval()
+
+
+def load_cosam(path, backbone, sha256=None, size=None) -> CoSAM:
+    """A CoSAM model on ``backbone`` from a checkpoint (checksum-verified, weights_only)."""
+    sd, card, bb_name = read_cosam(path, sha256, size)
+    if bb_name.split("@")[0] != backbone.name.split("@")[0]:
+        raise CheckpointError(f"{path} was trained on the '{bb_name}' backbone, not '{backbone.name}'")
+    return build_cosam(sd, card, backbone, path)
+
+
+@architecture(ARCH_PREFIX)
+def _build_for_loader(state_dict, card, device, backbone=None, **_):
+    """The model loader's builder for every ``cosam/<backbone>`` checkpoint (build kw: ``backbone``,
+    the SamBackbone the checkpoint was trained on; the loader caches per backbone name)."""
+    if backbone is None:
+        raise CheckpointError("a CoSAM checkpoint needs its backbone to be built")
+    return build_cosam(state_dict, card, backbone).to(device)

@@ -1,15 +1,17 @@
-"""Backend tasks of CoSAM: ``cosam.segment`` (the loop on a volume) and ``cosam.train``.
+"""Backend tasks of CoSAM: ``cosam.segment`` (the loop on a volume), ``cosam.click`` (a click in an
+interactive session) and ``cosam.train``. Parameters are declared once, below (``--help`` of the
+``medsegsuite cosam`` commands and ``GET /tasks`` are generated from them).
 
-``cosam.segment`` params: ``model`` (registry id or checkpoint path, default ``liver``), ``structure``
-(output name; default the model's), ``axis`` (2), ``slices`` ('all', 'every:K', 'a:b', list),
-``roi`` (i0, i1, j0, j1, k0, k1), ``iterations`` (T, default 4), ``k_points`` (5), ``window`` (default
-the model card's), ``propagate`` (False), ``backbone_checkpoint`` (for official SAM/MedSAM
-backbones), ``image_id``. inputs (all optional): ``points`` (N, 4) rows x, y, slice, label (1 = +, 0 = -;
-x = column, y = row of the slice) and ``start`` (a mask to continue the loop from, e.g. the result
-the user is correcting). Returns the final mask named after the structure, every round's masks
-as uint8 arrays ``<structure>_round<t>`` (t = 0 is the coarse/start mask), and info without Dice.
+``cosam.segment`` inputs (all optional): ``points`` (N, 4) rows x, y, slice, label (1 = +, 0 = -;
+x = column, y = row of a slice of ``plane``, as the slice engine cuts it) and ``start`` (a mask to
+continue the loop from, e.g. the result the user is correcting). Returns the final mask named after
+the structure and info; every round's masks ``<structure>_round<t>`` (t = 0 is the coarse/start mask)
+only with ``return_rounds``. With ``session`` the result, clicks and settings are kept next to the
+model, so ``cosam.click`` recomputes only the clicked slices and returns crops.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -18,11 +20,12 @@ from ..engine.tasks import task
 from ..errors import CheckpointError, InputError
 from ..models.registry import resolve_model
 from ..sam.predictor import SlicePredictor
-from ..sam.tasks import get_predictor, parse_slices
+from ..sam.tasks import get_predictor
+from ..volume import SliceEngine, split_slices
 from .backbones import base_name, load_backbone
-from .model import load_cosam, read_cosam
-from .pipeline import segment_volume
-
+from .model import ARCH_PREFIX
+from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
+from .pipeline import correct_slices, segment_volume
 
 def _models_cache(ctx):
     return ctx.cache.models if ctx.cache is not None else None
@@ -40,21 +43,24 @@ def cosam_predictor(ctx, backbone_name: str, checkpoint=None) -> SlicePredictor:
 
 
 def load_model(ctx, model: str, backbone_checkpoint=None):
-    """(CoSAM model, predictor) for a registry id or a checkpoint path, cached by file and checksum."""
+    """(CoSAM model, predictor) for a registry id or (in-process) a checkpoint path, through the one
+    model loader: the file is read and checksum-verified once per file identity, built once per backbone."""
+    from ..models import loader
+
     entry = resolve_model(model)
-    if entry.architecture and not entry.architecture.startswith("cosam/") and entry.architecture != "unknown":
-        raise CheckpointError(f"model '{model}' is a '{entry.architecture}' model, not a CoSAM model")
-    _, card, bb_name = read_cosam(entry.path, entry.sha256, entry.size)
-    pred = cosam_predictor(ctx, bb_name, backbone_checkpoint)
-    models = _models_cache(ctx)
-    key = ("cosam", str(entry.path), entry.sha256, pred.backbone.name, ctx.device)
-    factory = lambda: load_cosam(entry.path, pred.backbone, entry.sha256, entry.size).to(ctx.device)  # noqa: E731
-    net = models.get_or_create(key, factory) if models is not None else factory()
-    return net, pred
+    obj, _ = loader.read_entry(entry)
+    arch = str(obj.get("architecture") or entry.architecture or "")
+    if not arch.startswith(ARCH_PREFIX):
+        raise CheckpointError(f"model '{model}' is a '{arch or 'unknown'}' model, not a CoSAM model; train one "
+                              "with 'medsegsuite cosam train' or use --model liver")
+    pred = cosam_predictor(ctx, arch[len(ARCH_PREFIX):], backbone_checkpoint)
+    lm = loader.load_model(model, ctx.device, expect=ARCH_PREFIX, cache_key=(pred.backbone.name,),
+                           backbone=pred.backbone)
+    return lm.net, pred
 
 
-def parse_points(points, shape, axis: int) -> dict:
-    """(N, 4) rows x, y, slice, label -> {slice: (points (n, 2), labels (n,))}, checked."""
+def parse_points(points, engine) -> dict:
+    """(N, 4) rows x, y, slice, label in ``engine``'s slices -> {slice: (points (n, 2), labels (n,))}."""
     if points is None:
         return {}
     p = np.asarray(points, dtype=np.float64)
@@ -62,12 +68,13 @@ def parse_points(points, shape, axis: int) -> dict:
         return {}
     if p.ndim != 2 or p.shape[1] != 4:
         raise InputError(f"points must be rows of x, y, slice, label; got shape {p.shape}")
-    H, W = [n for d, n in enumerate(shape) if d != axis]
+    H, W = engine.slice_shape
+    n = engine.n_slices
     out: dict[int, tuple[list, list]] = {}
     for x, y, k, lab in p:
-        if not (0 <= x < W and 0 <= y < H and 0 <= k < shape[axis]):
-            raise InputError(f"point ({x:g}, {y:g}) on slice {k:g} is outside the {W}x{H}x{shape[axis]} image "
-                             f"(x = column, y = row of the slice)")
+        if not (0 <= x < W and 0 <= y < H and 0 <= k < n):
+            raise InputError(f"point ({x:g}, {y:g}) on {engine.plane} slice {k:g} is outside the {W}x{H}x{n} "
+                             f"image (x = column, y = row of the slice)")
         if lab not in (0, 1):
             raise InputError(f"point label {lab:g} must be 1 (+, inside) or 0 (-, outside)")
         pts, labs = out.setdefault(int(k), ([], []))
@@ -76,33 +83,109 @@ def parse_points(points, shape, axis: int) -> dict:
     return {k: (np.asarray(v[0], np.float32), np.asarray(v[1], np.int64)) for k, v in out.items()}
 
 
-@task("cosam.segment", description="CoSAM: prompt-free coarse mask + self-correcting loop, slice by slice")
+@task("cosam.segment", params=SEGMENT_PARAMS,
+      description="CoSAM: prompt-free coarse mask + self-correcting loop, slice by slice")
 def segment(ctx, image, params, inputs):
     arr = image.array
-    axis = int(params.get("axis", 2))
-    if axis not in (0, 1, 2):
-        raise InputError(f"axis must be 0, 1 or 2, not {axis}")
-    rounds = int(params.get("iterations", 4))
-    if not 0 <= rounds <= 16:
-        raise InputError(f"iterations must be 0..16, not {rounds}")
-    net, pred = load_model(ctx, str(params.get("model", "liver")), params.get("backbone_checkpoint"))
-    structure = str(params.get("structure") or net.structure)
-    window = params.get("window", net.card.get("window"))
-    indices = parse_slices(params.get("slices", "all"), arr.shape[axis])
-    clicks = parse_points((inputs or {}).get("points"), arr.shape, axis)
+    engine = SliceEngine.for_volume(image, params["plane"])
+    net, pred = load_model(ctx, params["model"], params["backbone_checkpoint"])
+    structure = params["structure"] or net.structure
+    window = params["window"] if params["window"] is not None else net.card.get("window")
+    indices = engine.select(params["slices"])
+    clicks = parse_points((inputs or {}).get("points"), engine)
     start = (inputs or {}).get("start")
     if start is not None and np.shape(start) != arr.shape:
         raise InputError(f"the start mask has shape {np.shape(start)}, the image is {arr.shape}")
-    image_id = params.get("image_id") or image.fingerprint()
-    out = segment_volume(net, pred, arr, image_id, axis, indices, window, rounds, int(params.get("k_points", 5)),
-                         clicks, None if start is None else np.asarray(start, bool), params.get("roi"),
-                         bool(params.get("propagate", False)), progress=ctx.progress,
-                         check_cancelled=ctx.check_cancelled)
+    image_id = params["image_id"] or image.fingerprint()
+    keep_rounds = params["return_rounds"]
+    out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
+                         params["k_points"], clicks, None if start is None else np.asarray(start, bool),
+                         params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
+                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]))
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
-    info = {**out["info"], "structure": structure, "model": str(params.get("model", "liver")),
+    info = {**out["info"], "structure": structure, "model": params["model"],
             "backbone": pred.backbone.name, "window": window, "clicks": int(sum(len(v[1]) for v in clicks.values()))}
     info["per_slice"] = {str(k): v for k, v in info["per_slice"].items()}
+    if params["session"]:
+        s = ctx.session
+        worker_image_id = s.get("image_id")  # how the worker recognises the session's image: keep it
+        s.clear()
+        s.update(image_id=worker_image_id, fingerprint=image.fingerprint(), cache_id=image_id, model=params["model"],
+                 backbone_checkpoint=params["backbone_checkpoint"], structure=structure, plane=engine.plane,
+                 window=window, k_points=params["k_points"],
+                 mask=out["final"].copy(), segmented=set(info["slices"]),
+                 clicks={k: [(float(x), float(y), int(lab)) for (x, y), lab in zip(*v)] for k, v in clicks.items()},
+                 per_slice=dict(info["per_slice"]), errors=out["errors"])
+        info["session"] = params["session"]
     return JobResult(masks={structure: out["final"]}, arrays=arrays, info=info)
+
+
+def _input_range(engine, slices):
+    """The input-grid index range [lo, hi) along the plane's axis that holds canonical ``slices``."""
+    n = engine.n_slices
+    idx = [n - 1 - k if engine.flips[engine.axis] else k for k in slices]
+    return min(idx), max(idx) + 1
+
+
+@task("cosam.click", params=CLICK_PARAMS,
+      description="CoSAM: add +/- clicks to a session and recompute only the clicked slices (returns crops)")
+def click(ctx, image, params, inputs):
+    """inputs: ``points`` (N, 4) rows x, y, slice, label in the session's plane. Each clicked slice
+    continues the loop from the session's current mask on it, with every click the user has put on
+    that slice; the result replaces only those slices (``crops``)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    name = params["session"]
+    s = ctx.session
+    if not s or "mask" not in s or s.get("fingerprint") != image.fingerprint():
+        raise InputError(f"no CoSAM session '{name}' on this image: run cosam.segment with session='{name}' first")
+    engine = SliceEngine.for_volume(image, s["plane"])
+    new = parse_points((inputs or {}).get("points"), engine)
+    if not new:
+        raise InputError("cosam.click needs at least one point (rows x, y, slice, label)")
+    net, pred = load_model(ctx, s["model"], s["backbone_checkpoint"])
+    slices = sorted(new)
+    merged = {k: list(s["clicks"].get(k, [])) for k in slices}  # every click on the slice so far, plus the new
+    for k, (pts, labs) in new.items():
+        for (x, y), lab in zip(pts, labs):
+            c = (float(x), float(y), int(lab))
+            if c not in merged[k]:  # a point sent again is not a new click
+                merged[k].append(c)
+    clicks = {k: (np.asarray([c[:2] for c in merged[k]], np.float32), np.asarray([c[2] for c in merged[k]], np.int64))
+              for k in slices}
+    start = {k: engine.slice(s["mask"], k) for k in slices if k in s["segmented"]}
+    known = {k: s["errors"][k] for k in slices if k in s["errors"]}
+    t1 = time.perf_counter()
+    out = correct_slices(net, pred, image.array, s["cache_id"], engine, slices, s["window"],
+                         params["iterations"], params["k_points"] if params["k_points"] is not None else s["k_points"],
+                         clicks, start, keep_rounds=False, check_cancelled=ctx.check_cancelled,
+                         start_errors=known, keep_errors=True)
+    t2 = time.perf_counter()
+    s["clicks"].update(merged)  # the session changes only once the slices are recomputed
+    for k in slices:
+        s["errors"].pop(k, None)  # stale: the slice changed (a forced last round computes no new map)
+    s["errors"].update(out["errors"])
+    for k, m in out["final"].items():
+        engine.put(s["mask"], k, m)
+    s["segmented"].update(slices)
+    lo, hi = _input_range(engine, slices)
+    ax = engine.input_axis
+    box = [slice(None)] * 3
+    box[ax] = slice(lo, hi)
+    offset = [0, 0, 0]
+    offset[ax] = lo
+    crop = s["mask"][tuple(box)].copy()
+    per_slice = {str(k): v for k, v in out["info"]["per_slice"].items()}
+    s["per_slice"].update(per_slice)
+    t3 = time.perf_counter()
+    tm = out["timings"]
+    timings = {"validate_ms": round(1000 * (t1 - t0), 2), "embed_ms": tm["embed_ms"], "loop_ms": tm["loop_ms"],
+               "decode_ms": round(tm["decode_ms"] + 1000 * (t3 - t2), 2), "total_ms": round(1000 * (t3 - t0), 2),
+               "cpu_ms": round(1000 * (time.process_time() - c0), 2)}  # process CPU time: all threads
+    info = {"session": name, "structure": s["structure"], "plane": engine.plane, "slices": slices,
+            "offset": offset, "crop_shape": list(crop.shape), "per_slice": per_slice,
+            "clicks": {str(k): len(s["clicks"][k]) for k in slices}, "encoder_calls": pred.encoder_calls,
+            "timings": timings}
+    return JobResult(crops={s["structure"]: (tuple(offset), crop)}, info=info)
 
 
 def _array_id(a: np.ndarray) -> str:
@@ -111,13 +194,13 @@ def _array_id(a: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
-def _case_embeddings(pred, arr, axis, window, cache_file, progress):
+def _case_embeddings(pred, arr, engine, window, cache_file, progress):
     """All slices' embeddings (n, C, h, w) fp16 of one case, through an optional on-disk cache."""
     import torch
 
     from ..models.checkpoints import load_checkpoint
 
-    key = f"{pred.backbone.name}|{_array_id(arr)}|{axis}|{window}"
+    key = f"{pred.backbone.name}|{_array_id(arr)}|{engine.plane}|{engine.perm}|{engine.flips}|{window}"
     store = {}
     if cache_file:
         from pathlib import Path
@@ -126,8 +209,8 @@ def _case_embeddings(pred, arr, axis, window, cache_file, progress):
             store = load_checkpoint(cache_file)
         if key in store:
             return store[key]
-    n = arr.shape[axis]
-    embs = pred.embeddings(arr, key, axis, range(n), window, progress=progress)
+    n = engine.n_slices
+    embs = pred.embeddings(arr, key, engine, range(n), window, progress=progress)
     out = torch.cat([embs[i] for i in range(n)]).half()
     if cache_file:
         store[key] = out
@@ -135,29 +218,14 @@ def _case_embeddings(pred, arr, axis, window, cache_file, progress):
     return out
 
 
-def split_slices(spec: str, n: int) -> tuple[list[int], list[int]]:
-    """'interleaved:K' -> every K-th slice (from 0) held out; 'block:F' -> train on [0, F n), hold out the
-    far block after a gap of n/8."""
-    kind, _, val = str(spec).partition(":")
-    try:
-        if kind == "interleaved":
-            k = int(val or 4)
-            held = [i for i in range(n) if i % k == 0]
-            return [i for i in range(n) if i % k], held
-        if kind == "block":
-            f = float(val or 0.5)
-            cut = int(round(f * n))
-            return list(range(cut)), list(range(min(cut + n // 8, n - 1), n))
-    except ValueError:
-        pass
-    raise InputError(f"split '{spec}' must be 'interleaved:K' or 'block:F'")
+LPS_IDENTITY = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 
 
-@task("cosam.train", needs_image=False, description="CoSAM: train the prompt-free and error decoders")
+@task("cosam.train", needs_image=False, params=TRAIN_PARAMS, kind="training",
+      description="CoSAM: train the prompt-free and error decoders")
 def train(ctx, image, params, inputs):
-    """inputs: image<n> (float volumes) and label<n> (structure masks); params: see the CLI."""
-    import time
-
+    """inputs: image<n> (float volumes), label<n> (structure masks) and optionally direction<n> (3x3,
+    the volume's direction matrix; default: the array is already in LPS order, as LiTS-117 is)."""
     import torch
 
     from .model import CoSAM
@@ -167,13 +235,14 @@ def train(ctx, image, params, inputs):
     n_cases = len([k for k in inputs if k.startswith("image")])
     if n_cases == 0 or any(f"label{i}" not in inputs for i in range(n_cases)):
         raise InputError("cosam.train needs inputs image0, label0, image1, label1, ...")
-    structure = str(params.get("structure") or "structure")
-    axis = int(params.get("axis", 2))
-    backbone = params.get("backbone", "litemedsam")
-    pred = cosam_predictor(ctx, backbone, params.get("backbone_checkpoint"))
+    structure = params["structure"]
+    plane = params["plane"]
+    pred = cosam_predictor(ctx, params["backbone"], params["backbone_checkpoint"])
     net = CoSAM(pred.backbone).to(ctx.device)
-    names = params.get("case_names") or [f"case{i}" for i in range(n_cases)]
-    domains = params.get("domains") or ["default"] * n_cases
+    names = params["case_names"] or [f"case{i}" for i in range(n_cases)]
+    domains = params["domains"] or ["default"] * n_cases
+    if len(names) != n_cases or len(domains) != n_cases:
+        raise InputError(f"case_names and domains need one entry per case ({n_cases})")
     embs, targets, refs, windows, splits = [], [], [], [], []
     offset, train_idx = 0, []
     for i in range(n_cases):
@@ -181,15 +250,20 @@ def train(ctx, image, params, inputs):
         lab = np.asarray(inputs[f"label{i}"]) > 0
         if lab.shape != arr.shape:
             raise InputError(f"label {i} has shape {lab.shape}, image {i} has {arr.shape}")
-        window = params.get("window")
+        direction = inputs.get(f"direction{i}")
+        direction = LPS_IDENTITY if direction is None else np.asarray(direction, float)
+        if np.shape(direction) != (3, 3):
+            raise InputError(f"direction{i} must be a 3x3 direction matrix")
+        engine = SliceEngine(arr.shape, direction, plane)
+        window = params["window"]
         if window is None and float(arr.min()) < -500:  # looks like CT in HU: MedSAM's abdominal window
             window = [-160.0, 240.0]
         windows.append(window)
-        e = _case_embeddings(pred, arr, axis, window, params.get("embedding_cache"),
+        e = _case_embeddings(pred, arr, engine, window, params["embedding_cache"],
                              lambda d, t, i=i: ctx.progress(0.4 * (i + d / max(t, 1)) / n_cases,
                                                             f"case {i + 1}: encoded {d}/{t} slices"))
-        m2d = np.moveaxis(lab, axis, 0)
-        tr, held = split_slices(params.get("split", "interleaved:4"), len(m2d))
+        m2d = engine.stack(lab, range(engine.n_slices))
+        tr, held = split_slices(params["split"], len(m2d))
         embs.append(e)
         targets.append(lowres_targets(m2d, net.low_res))
         refs.append(m2d)
@@ -197,13 +271,12 @@ def train(ctx, image, params, inputs):
         train_idx += [offset + j for j in tr]
         offset += len(m2d)
     emb = torch.cat(embs)
-    steps = int(params.get("steps", 300))
-    refine_steps = int(params["refine_steps"]) if params.get("refine_steps") is not None else steps
-    settings = {"steps": steps, "refine_steps": refine_steps, "batch": int(params.get("batch", 8)),
-                "lr": float(params.get("lr", 1e-4)),
+    steps = params["steps"]
+    refine_steps = params["refine_steps"] if params["refine_steps"] is not None else steps
+    settings = {"steps": steps, "refine_steps": refine_steps, "batch": params["batch"], "lr": params["lr"],
                 "lr_schedule": "poly(0.9)", "optimizer": "Adam", "k_points": 5, "alpha": 0.2,
                 "loss": "Ls(coarse) + 1.0 Ls(refined) + 0.1 Ls(guided) + Le; Ls = Dice + BCE; Le = weighted BCE",
-                "seed": int(params.get("seed", 0)), "axis": axis}
+                "seed": params["seed"], "plane": plane}
     info = train_cosam(net, emb, torch.cat(targets), train_idx, steps=steps, refine_steps=refine_steps,
                        batch=settings["batch"],
                        lr=settings["lr"], seed=settings["seed"], log=None,
@@ -224,10 +297,10 @@ def train(ctx, image, params, inputs):
                   "slices": splits[0]["heldout"] if n_cases == 1 else sum(len(s["heldout"]) for s in splits),
                   "per_case": per_case,
                   "final_by_domain": {k: round(float(np.mean(v)), 4) for k, v in by_domain.items()}}
-    card = {"structure": structure, "structures": [structure], "window": windows[0], "axis": axis,
+    card = {"structure": structure, "structures": [structure], "window": windows[0], "plane": plane,
             "data": [{"case": names[i], "domain": domains[i], "shape": list(np.shape(inputs[f"image{i}"]))}
                      for i in range(n_cases)],
-            "split": {"spec": params.get("split", "interleaved:4"),
+            "split": {"spec": params["split"],
                       **({"train": splits[0]["train"], "heldout": splits[0]["heldout"]} if n_cases == 1 else
                          {"per_case": splits})},
             "settings": settings, "training": info, "validation": validation,
@@ -235,4 +308,4 @@ def train(ctx, image, params, inputs):
     net.card = {**card, "backbone": net.backbone_name, "error_decoder": net.error_decoder.config,
                 "mask_head": net.head_config, "task": "cosam"}
     arrays = {f"sd.{k}": v.numpy() for k, v in net.trained_state(half=True).items()}
-    return JobResult(arrays=arrays, info={"card": net.card, "architecture": "cosam/" + net.backbone_name})
+    return JobResult(arrays=arrays, info={"card": net.card, "architecture": ARCH_PREFIX + net.backbone_name})

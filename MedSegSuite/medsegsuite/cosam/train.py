@@ -21,16 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loop import self_correct
+from ..losses import dice_ce_loss
+from ..metrics import slice_dice
+from .loop import self_correct, to_slice
 from .perturb import perturb
 from .prompts import Prompt, build_prompts, largest_component_box
 
 
 def seg_loss(logits, target):
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return dice.mean() + F.binary_cross_entropy_with_logits(logits, target)
+    """Ls = Dice + BCE: the package's one Dice+CE loss, Dice per slice then averaged (smooth 1)."""
+    return dice_ce_loss(logits, target, per_sample=True)
 
 
 def error_loss(logits, target):
@@ -202,16 +202,6 @@ def train_cosam(model, emb: torch.Tensor, masks2d, train_idx, steps: int = 300, 
             "seconds": round(time.time() - t0, 1), "final_losses": losses}
 
 
-def dice2d(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
-
-
-def to_slice(logits: torch.Tensor, shape_hw) -> np.ndarray:
-    """(B, 1, S, S) logits -> (B, H, W) bool at slice resolution (bilinear, as SAM post-processes)."""
-    return (F.interpolate(logits.float(), size=tuple(shape_hw), mode="bilinear", align_corners=False) > 0)[:, 0].numpy()
-
-
 @torch.inference_mode()
 def evaluate(model, emb: torch.Tensor, masks2d: np.ndarray, idx, rounds: int = 4, k_points: int = 5,
              batch: int = 16) -> dict:
@@ -224,7 +214,7 @@ def evaluate(model, emb: torch.Tensor, masks2d: np.ndarray, idx, rounds: int = 4
         res = self_correct(model, emb[chunk].float(), rounds, k_points)
         for t, lg in enumerate(res.rounds):
             pred = to_slice(lg, masks2d.shape[1:])
-            by_round[t] += [dice2d(p, masks2d[i]) for p, i in zip(pred, chunk)]
+            by_round[t] += slice_dice(pred, np.asarray(masks2d)[chunk])
         runs += res.accepted
         stops += res.stop
     means = [round(float(np.mean(d)), 4) for d in by_round]

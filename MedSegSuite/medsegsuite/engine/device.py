@@ -3,28 +3,44 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InputError
+
 CPU_WARNING = ("running on the CPU: SAM-family encoders take seconds per slice. Install a CUDA build "
                "of torch or connect to a GPU server (medsegsuite serve) for interactive speed.")
 
 
 def resolve_device(choice: str = "auto") -> str:
+    """The torch device to run on; a device this machine does not have is a one-line `InputError`
+    (not a torch traceback at the first job)."""
     import torch
 
-    choice = (choice or "auto").lower()
+    choice = (choice or "auto").strip().lower()
     if choice == "auto":
         if torch.cuda.is_available():
             return "cuda"
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA GPU "
-                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); "
-                           "choose 'auto' or 'cpu', or install a CUDA build of torch")
-    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("device 'mps' was asked for but Apple MPS is not available")
-    if choice not in ("cuda", "mps", "cpu") and not choice.startswith("cuda:"):
-        raise RuntimeError(f"unknown device '{choice}'; use auto, cuda, mps or cpu")
+    if choice == "cuda" or choice.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{choice}' was asked for but torch sees no CUDA GPU on this machine "
+                             f"(torch {torch.__version__}, {'a CUDA' if torch.version.cuda else 'a CPU-only'} "
+                             "build): use --device auto or cpu, install a CUDA build of torch, or run on a "
+                             "GPU server (--server URL)")
+        if choice != "cuda":
+            idx = choice.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise InputError(f"device '{choice}' does not exist: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+                                 f"cuda:{torch.cuda.device_count() - 1}")
+        return choice
+    if choice == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError("device 'mps' was asked for but Apple MPS is not available on this machine: use "
+                             "--device auto or cpu")
+        return choice
+    if choice != "cpu":
+        raise InputError(f"unknown device '{choice}'; use auto, cuda, cuda:N, mps or cpu")
     return choice
 
 

@@ -88,7 +88,18 @@ class Backend(Protocol):
 
     def release_image(self, image_id: str) -> None: ...
 
-    def list_models(self, task: str | None = None) -> list[dict]: ...
+    def list_models(self, task: str | None = None) -> list[dict]:
+        """The models this backend can run (the server's registry for a remote one)."""
+
+    def list_tasks(self) -> list[dict]:
+        """Every task with its kind and typed parameters (`TaskSpec.to_dict`)."""
+
+    def import_model(self, path, model_id: str, architecture: str | None = None, task: str = "",
+                     structures=None, description: str = "") -> dict:
+        """Register a checkpoint with this backend (uploaded to a server); weights_only loads only."""
+
+    def close_session(self, name: str) -> None:
+        """Forget an interactive session's state (last result, clicks)."""
 
     def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
                   inputs: dict[str, np.ndarray] | None = None) -> str:

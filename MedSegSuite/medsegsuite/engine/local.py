@@ -1,4 +1,5 @@
-"""`LocalBackend`: the Backend interface in-process, on one persistent worker thread."""
+"""`LocalBackend`: the Backend interface in-process: interactive jobs on one persistent worker
+thread, training jobs in their own processes (`engine.training`)."""
 from __future__ import annotations
 
 import time
@@ -15,14 +16,17 @@ from .worker import Worker
 
 
 class LocalBackend:
-    def __init__(self, device: str = "auto", max_images: int = 16, allow_paths: bool = True):
+    def __init__(self, device: str = "auto", max_images: int = 16, allow_paths: bool = True,
+                 training: str | None = None, training_slots: int = 1, train_threads: int | None = None):
         """``allow_paths``: accept checkpoint/file paths in params (the user's own machine); a server
-        passes False, so no request can name a server file."""
+        passes False, so no request can name a server file. ``training`` ("process" | "thread"),
+        ``training_slots`` and ``train_threads``: how training jobs run (see `engine.training`)."""
         self.device = resolve_device(device)
         self.caches = BackendCaches()
         self.images: dict[str, Volume] = {}
         self.max_images = max_images
-        self.worker = Worker(self.device, self.caches, self.images, allow_paths=allow_paths)
+        self.worker = Worker(self.device, self.caches, self.images, allow_paths=allow_paths, training=training,
+                             training_slots=training_slots, train_threads=train_threads)
 
     # -- Backend interface -------------------------------------------------------------------
     def handshake(self) -> dict:
@@ -49,8 +53,8 @@ class LocalBackend:
         self.caches.drop_image(image_id)
         self.worker.drop_image_sessions(image_id)
 
-    def close_session(self, name: str, client: str = "local") -> None:
-        """Forget an interactive session's state (its image stays set)."""
+    def close_session(self, name: str | None, client: str = "local") -> None:
+        """Forget an interactive session's state (its image stays set); ``None``: all of ``client``'s."""
         self.worker.close_session(client, name)
 
     def list_tasks(self) -> list[dict]:
@@ -60,9 +64,18 @@ class LocalBackend:
     def list_models(self, task: str | None = None) -> list[dict]:
         return [e.to_dict() for e in default_registry().list(task)]
 
+    def import_model(self, path, model_id: str, architecture: str | None = None, task: str = "",
+                     structures=None, description: str = "") -> dict:
+        """Register a checkpoint file (after a weights_only test load) in this machine's user registry."""
+        from ..models.registry import check_model_id
+
+        entry = default_registry().import_checkpoint(path, check_model_id(model_id), architecture, structures,
+                                                     task, description)
+        return entry.to_dict()
+
     def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
-                  inputs: dict | None = None, client: str = "local") -> str:
-        return self.worker.submit(task, image_id, params or {}, inputs or {}, client).id
+                  inputs: dict | None = None, client: str = "local", allow_paths: bool | None = None) -> str:
+        return self.worker.submit(task, image_id, params or {}, inputs or {}, client, allow_paths).id
 
     def _job(self, job_id: str):
         job = self.worker.jobs.get(job_id)

@@ -45,25 +45,35 @@ class TaskSpec:
     description: str = ""
     schema: Schema | None = None  # None: not declared (params pass unchecked; a test forbids it)
     kind: str = "interactive"
+    check: Callable | None = None  # check(params) -> params: cross-parameter rules after the schema
 
     def validate(self, params: dict | None, allow_paths: bool = True) -> dict:
         if self.schema is None:
             return dict(params or {})
-        return self.schema.validate(params, self.name, allow_paths)
+        params = self.schema.validate(params, self.name, allow_paths)
+        if self.check is not None:
+            try:
+                params = self.check(params)
+            except InputError as e:
+                raise InputError(f"{self.name}: {e}") from None
+        return params
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "needs_image": self.needs_image,
                 "kind": self.kind, "params": self.schema.to_dict() if self.schema else None}
 
 
-def task(name: str, needs_image: bool = True, description: str = "", params=None, kind: str = "interactive"):
-    """Register ``fn`` as task ``name`` with its parameters (a list of `schema.Param`)."""
+def task(name: str, needs_image: bool = True, description: str = "", params=None, kind: str = "interactive",
+         check=None):
+    """Register ``fn`` as task ``name`` with its parameters (a list of `schema.Param`). ``check``:
+    optional ``check(params) -> params`` run right after the schema (e.g. a method's own options
+    dict), so those errors too are refused before the job exists."""
     if kind not in KINDS:
         raise ValueError(f"task kind must be one of {KINDS}")
 
     def deco(fn):
         _TASKS[name] = TaskSpec(name, fn, needs_image, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                None if params is None else Schema(tuple(params)), kind)
+                                None if params is None else Schema(tuple(params)), kind, check)
         return fn
     return deco
 

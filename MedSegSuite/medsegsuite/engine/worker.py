@@ -1,13 +1,15 @@
-"""One persistent worker thread that owns the torch device and runs jobs one at a time.
+"""One persistent worker thread that owns the torch device and runs interactive jobs one at a time.
 
 Jobs are queued per client and served round-robin, so one client's batch cannot starve another's
-click. A job that fails (including out-of-memory on the device) ends in the failed state with a
-clear message; the worker keeps serving.
+click. Jobs of ``kind="training"`` never reach this thread: they go to the `TrainingLane`, which runs
+each in its own process, so a long training run cannot delay a click. A job that fails (including
+out-of-memory on the device) ends in the failed state with a clear message; the worker keeps serving.
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -30,6 +32,8 @@ class Job:
     params: dict
     inputs: dict
     client: str = "local"
+    kind: str = "interactive"
+    pid: int | None = None  # the process a training job runs in
     state: JobState = JobState.QUEUED
     events: list = field(default_factory=list)
     result: JobResult | None = None
@@ -58,7 +62,12 @@ def _is_oom(e: BaseException) -> bool:
 class Worker:
     """Runs jobs on one thread. ``images`` maps image id -> Volume (owned by the backend)."""
 
-    def __init__(self, device: str, caches, images: dict, max_finished: int = 256, allow_paths: bool = True):
+    def __init__(self, device: str, caches, images: dict, max_finished: int = 256, allow_paths: bool = True,
+                 training: str | None = None, training_slots: int = 1, train_threads: int | None = None):
+        """``training``: "process" (default, or ``MEDSEGSUITE_TRAINING``) runs training jobs in child
+        processes, "thread" on a thread beside this one; ``train_threads``: torch threads per child."""
+        from .training import TrainingLane
+
         self.device = device
         self.allow_paths = allow_paths
         self.caches = caches
@@ -73,10 +82,16 @@ class Worker:
         # (client, session name) so one client never sees another's; LRU, a few per client.
         self.sessions: OrderedDict[tuple, dict] = OrderedDict()
         self.max_sessions_per_client = 4
+        self._base_threads = None  # torch threads of interactive jobs when no training process runs
+        self.pause_training = os.environ.get("MEDSEGSUITE_TRAIN_PAUSE", "1") != "0"
+        self.training = TrainingLane(self, device, training_slots, train_threads, mode=training)
         self._thread = threading.Thread(target=self._run, name="medsegsuite-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, task: str, image_id: str | None, params: dict, inputs: dict, client: str = "local") -> Job:
+    def submit(self, task: str, image_id: str | None, params: dict, inputs: dict, client: str = "local",
+               allow_paths: bool | None = None) -> Job:
+        """Validate and queue a job. ``allow_paths=False`` refuses file paths for this call even on a
+        backend that accepts them (a server passes it on every request)."""
         spec = get_task(task)
         if spec.needs_image and image_id is None:
             raise InputError(f"task '{task}' needs an image; call set_image first")
@@ -84,14 +99,17 @@ class Worker:
             raise InputError(f"unknown image id '{image_id}' (released or never set); set the image again")
         if not isinstance(params or {}, dict):
             raise InputError(f"{task}: params must be a JSON object")
-        params = spec.validate(params, self.allow_paths)  # once, before the job exists
-        job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client)
+        params = spec.validate(params, self.allow_paths and allow_paths is not False)  # once, before the job exists
+        job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client, spec.kind)
         job.emit(JobState.QUEUED, 0.0, "queued")
         with self._cv:
             self.jobs[job.id] = job
-            self._queues.setdefault(client, deque()).append(job)
             self._trim()
-            self._cv.notify()
+            if spec.kind == "training":
+                self.training.submit(job)
+            else:
+                self._queues.setdefault(client, deque()).append(job)
+                self._cv.notify()
         return job
 
     def _trim(self):
@@ -130,17 +148,47 @@ class Worker:
                 if self._stop:
                     return
                 self.current = job
-            self._execute(job)
-            self.current = None
+            paused = self._make_room()
+            try:
+                self._execute(job)
+            finally:
+                if paused:
+                    self.training.resume()
+                self.current = None
 
-    def _execute(self, job: Job):
+    def _make_room(self) -> bool:
+        """Before an interactive job on the CPU: keep training processes off the click's cores.
+
+        A click's torch (OpenMP) threads that share a core with a training process wait on each other
+        at every parallel region, which slows a click several-fold even at nice 10 (measured in
+        benchmarks/click_under_training.py). So training processes are paused (SIGSTOP) while an
+        interactive job runs and resumed after it (True: resume them); where they cannot be paused
+        (no SIGSTOP, or ``MEDSEGSUITE_TRAIN_PAUSE=0``) the job uses ``cores - training threads``
+        threads instead. On a GPU nothing changes: the click and training share the device."""
+        if self.device != "cpu":
+            return False
+        if self.pause_training and self.training.pause():
+            return True
+        try:
+            import torch
+        except ImportError:
+            return False
+        if self._base_threads is None:
+            self._base_threads = torch.get_num_threads()
+        busy = self.training.busy_threads()
+        n = self._base_threads if not busy else max(1, min(self._base_threads, (os.cpu_count() or 1) - busy))
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        return False
+
+    def _execute(self, job: Job, with_session: bool = True):
         if job.cancel_event.is_set():
             if job.state not in TERMINAL_STATES:
                 job.emit(JobState.CANCELLED, 0.0, "cancelled before it started")
             return
         ctx = JobContext(job.id, self.device, self.caches,
                          lambda f, m: job.emit(JobState.RUNNING, f, m), job.cancel_event,
-                         session=self._session(job))
+                         session=self._session(job) if with_session else None)
         job.emit(JobState.RUNNING, 0.0, "started")
         try:
             spec = get_task(job.task)
@@ -187,9 +235,14 @@ class Worker:
                 del self.sessions[old]
         return state
 
-    def close_session(self, client: str, name: str) -> None:
+    def close_session(self, client: str, name: str | None = None) -> None:
+        """Forget one interactive session of ``client``, or all of them (``name=None``: the client left)."""
         with self._cv:
-            self.sessions.pop((client, str(name)), None)
+            if name is None:
+                for k in [k for k in self.sessions if k[0] == client]:
+                    del self.sessions[k]
+            else:
+                self.sessions.pop((client, str(name)), None)
 
     def drop_image_sessions(self, image_id: str) -> None:
         with self._cv:
@@ -202,4 +255,5 @@ class Worker:
             for j in self.jobs.values():
                 j.cancel_event.set()
             self._cv.notify_all()
+        self.training.stop(timeout)
         self._thread.join(timeout)

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import InputError
-from .overlap import dice
+from .overlap import dice, input_slices
 from .presets import Preset
 from .surface import (average_surface_distance, hausdorff, slice_surface_distances, surface_dice,
                       surface_distances)
@@ -27,16 +27,16 @@ def structure_metrics(pred, ref, spacing, tolerance_mm: float = 1.0, slices: tup
                       percentile: float = 95.0) -> dict[str, float]:
     """DSC, NSD at ``tolerance_mm``, HD95 and symmetric ASD (mm) of two binary masks.
 
-    ``slices=(axis, indices)`` restricts scoring to those slices: DSC over their voxels, surface
-    metrics from their 2D contours (in-plane distances), for predictions made on some slices only.
+    ``slices=(axis, indices)`` or ``(SliceEngine, plane indices)`` restricts scoring to those slices: DSC
+    over their voxels, surface metrics from their 2D contours (in-plane distances), for predictions made
+    on some slices only.
     """
     p = np.asarray(pred, dtype=bool)
     r = np.asarray(ref, dtype=bool)
     if p.shape != r.shape:
         raise InputError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
     if slices is not None:
-        axis, idx = slices
-        idx = [int(i) for i in idx]
+        axis, idx = input_slices(slices, p.shape)
         sd = slice_surface_distances(p, r, spacing, axis, idx)
         p, r = np.take(p, idx, axis=axis), np.take(r, idx, axis=axis)
     else:
@@ -50,9 +50,15 @@ def evaluate_case(pred, ref, preset: Preset | None = None, slices=None, toleranc
     """Score every preset structure found in the reference ``ref`` against ``pred`` (Segmentations).
 
     Structures the reference lacks are skipped (not annotated); a structure the prediction lacks
-    counts as an empty prediction. Raises `InputError` when the two grids differ.
+    counts as an empty prediction. Raises `InputError` when the two grids differ. ``slices`` may also
+    be ``(plane name, indices)``: the plane is found from this case's direction matrix (LPS frame, the
+    slice numbering of the SAM-family and scribble methods and of the demo's report).
     """
     ref.geometry.require_same(pred.geometry, what=what)
+    if slices is not None and isinstance(slices[0], str):
+        from ..volume.planes import SliceEngine
+
+        slices = (SliceEngine(ref.geometry.shape, ref.geometry.direction, slices[0]), slices[1])
     preset = preset or Preset.from_names(ref.names, tolerance_mm)
     ref_masks = preset.find(ref)
     pred_masks = preset.find(pred)

@@ -8,7 +8,8 @@ Files in the output folder:
   (centre ``all`` pools every case; per-centre rows when grouping);
 * ``comparisons.csv`` — paired Wilcoxon signed-rank tests with Holm correction (several methods);
 * ``plots/box_<metric>.png`` (per structure) and ``plots/box_<metric>_by_centre.png``;
-* ``report.md`` — settings, tolerances, a table per metric, significant differences, the plots.
+* ``report.md`` — provenance (machine, software, command; :mod:`medsegsuite.provenance`), settings,
+  tolerances, a table per metric, significant differences, the plots.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..provenance import write_markdown
 from .evaluation import METRICS, finite, fmt, summarise
 from .stats import paired_comparisons
 
@@ -236,8 +238,7 @@ def write_report(rows, out, settings: dict | None = None, group_by_centre: bool 
     for p in pngs:
         files[p.stem] = p
     md = markdown_report(rows, summary, comparisons, pngs, dict(settings or {}), out)
-    files["report"] = out / "report.md"
-    files["report"].write_text(md, encoding="utf-8")
+    files["report"] = write_markdown(out / "report.md", md)
     return files
 
 

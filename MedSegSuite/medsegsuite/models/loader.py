@@ -23,7 +23,7 @@ from .registry import ModelEntry, resolve_model
 
 _BUILDERS: dict[str, Callable] = {}
 # Modules whose import registers builders (imported on first use, so this module stays torch-free).
-BUILDER_MODULES: list[str] = []
+BUILDER_MODULES: list[str] = ["medsegsuite.cosam.model", "medsegsuite.tta.network", "medsegsuite.scribble.network"]
 _lock = threading.RLock()
 _built: OrderedDict = OrderedDict()
 _raw: OrderedDict = OrderedDict()

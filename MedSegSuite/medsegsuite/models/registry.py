@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .checkpoints import load_checkpoint, sha256_file
 
 SHIPPED = Path(__file__).resolve().parent.parent / "resources" / "models"
@@ -31,6 +32,17 @@ def registry_files() -> list[Path]:
         if folder.is_dir():
             files += sorted(folder.glob("registry.json")) + sorted(folder.glob("*.registry.json"))
     return files + [user_home() / "models" / "registry.json"]
+
+
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_model_id(model_id) -> str:
+    """A model id is also a file name: letters, digits, '.', '_', '-' (no path, no leading dot)."""
+    if not isinstance(model_id, str) or not MODEL_ID.fullmatch(model_id) or ".." in model_id:
+        raise InputError(f"model id {str(model_id)[:80]!r} is not valid: use 1-64 letters, digits, '.', '_' or "
+                         "'-', starting with a letter or digit")
+    return model_id
 
 
 def user_home() -> Path:
@@ -99,6 +111,7 @@ class ModelRegistry:
     def import_checkpoint(self, src, model_id: str, architecture: str | None = None,
                           structures=None, task: str = "", description: str = "") -> ModelEntry:
         """Copy a checkpoint into the user model folder and register it (after a safe test load)."""
+        check_model_id(model_id)
         src = Path(src)
         obj = load_checkpoint(src)  # refuses corrupt/untrusted files before anything is copied
         arch = architecture or obj.get("architecture")

@@ -1,19 +1,18 @@
 """Slice-wise SAM inference with cached embeddings.
 
-Coordinates: a 2D slice ``s = extract_slice(volume, axis, index)`` has shape (H, W); SAM's ``x`` is
-the column (W axis) and ``y`` the row (H axis). Boxes are ``(x0, y0, x1, y1)`` and points ``(x, y)``
-in slice pixels; they are scaled to the model's square input here and nowhere else.
+Slices come from the one slice engine (:class:`medsegsuite.volume.SliceEngine`): ``engine.slice(a, k)``
+has shape (rows, columns); SAM's ``x`` is the column and ``y`` the row. Boxes are ``(x0, y0, x1, y1)``
+and points ``(x, y)`` in slice pixels; they are scaled to the model's square input here and nowhere else.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..volume import extract_slice
 from .backbones import SamBackbone, preprocess_slice
 
 
 class SlicePredictor:
-    """Encodes slices once (cache keyed by image id, axis, slice, window) and decodes prompts."""
+    """Encodes slices once (cache keyed by image id, plane, frame, slice, window) and decodes prompts."""
 
     def __init__(self, backbone: SamBackbone, device: str = "cpu", cache=None, batch_size: int = 4):
         self.backbone = backbone
@@ -22,8 +21,9 @@ class SlicePredictor:
         self.batch_size = batch_size
         self.encoder_calls = 0
 
-    def _key(self, image_id, axis, index, window):
-        return (self.backbone.name, image_id, int(axis), int(index), tuple(window) if window else None)
+    def _key(self, image_id, engine, index, window):
+        return (self.backbone.name, image_id, engine.plane, engine.frame, int(index),
+                tuple(window) if window else None)
 
     def _cache_get(self, key):
         return self.cache.get(key) if hasattr(self.cache, "get") else None
@@ -34,28 +34,27 @@ class SlicePredictor:
         else:
             self.cache[key] = value
 
-    def embeddings(self, array: np.ndarray, image_id: str, axis: int, indices, window=None,
-                   progress=None):
-        """Embeddings (1, C, h, w) for the given slices; only uncached slices are encoded, in batches."""
+    def embeddings(self, array: np.ndarray, image_id: str, engine, indices, window=None, progress=None):
+        """Embeddings (1, C, h, w) of slices ``indices`` of ``engine`` (a SliceEngine of ``array``'s
+        volume); only uncached slices are encoded, in batches."""
         import torch
 
         out, todo = {}, []
         for i in indices:
-            e = self._cache_get(self._key(image_id, axis, i, window))
+            e = self._cache_get(self._key(image_id, engine, i, window))
             if e is None:
                 todo.append(i)
             else:
                 out[i] = e
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
-            x = np.stack([preprocess_slice(extract_slice(array, axis, i), self.backbone.image_size, window)
-                          for i in chunk])
+            x = np.stack([preprocess_slice(s, self.backbone.image_size, window) for s in engine.stack(array, chunk)])
             with torch.inference_mode():
                 emb = self.backbone.image_encoder(torch.from_numpy(x).to(self.device))
             self.encoder_calls += len(chunk)
             for i, e in zip(chunk, emb):
                 e = e[None].contiguous()
-                self._cache_put(self._key(image_id, axis, i, window), e)
+                self._cache_put(self._key(image_id, engine, i, window), e)
                 out[i] = e
             if progress is not None:
                 progress(start + len(chunk), len(todo))

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.interface import JobResult
+from ..engine.schema import Param
 from ..engine.tasks import task
 from ..errors import InputError
-from ..volume import extract_slice, insert_slice
+from ..volume import SliceEngine
 from .backbones import load_litemedsam
 from .predictor import SlicePredictor, component_boxes
 
@@ -21,58 +22,44 @@ def get_predictor(ctx, backbone: str = "litemedsam") -> SlicePredictor:
     return SlicePredictor(bb, ctx.device, ctx.cache.embeddings if ctx.cache is not None else None)
 
 
-def parse_slices(spec, n: int) -> list[int]:
-    """'all' | 'every:K' | 'a:b' | [i, j, ...] -> sorted slice indices within 0..n-1."""
-    if spec is None or spec == "all":
-        return list(range(n))
-    if isinstance(spec, str):
-        if spec.startswith("every:"):
-            k = int(spec.split(":")[1])
-            if k < 1:
-                raise InputError("every:K needs K >= 1")
-            return list(range(k // 2, n, k))
-        if ":" in spec:
-            a, b = (int(v) for v in spec.split(":"))
-            idx = list(range(max(a, 0), min(b, n)))
-        else:
-            idx = [int(v) for v in spec.split(",") if v.strip()]
-    else:
-        idx = [int(v) for v in spec]
-    bad = [i for i in idx if not 0 <= i < n]
-    if bad:
-        raise InputError(f"slices {bad[:5]} are outside 0..{n - 1}")
-    if not idx:
-        raise InputError(f"the slice selection {spec!r} is empty")
-    return sorted(set(idx))
+ORACLE_BOX_PARAMS = [
+    Param("plane", "plane", "axial", "anatomical plane the slices are taken in (from the direction matrix)"),
+    Param("slices", "slices", "all", "slices of that plane: 'all', 'every:K', 'a:b', 'i,j,k' or a list"),
+    Param("window", "floats", None, "intensity window lo hi (default: 0.5/99.5 percentiles per slice)", length=2),
+    Param("margin", "int", 1, "pixels added around each component's box", range=(0, 64)),
+    Param("backbone", "choice", "litemedsam", "SAM-family backbone", choices=("litemedsam",)),
+    Param("image_id", "str", None, "cache key of the image (default: its fingerprint)", cli=False),
+]
 
 
-@task("sam.oracle_box", description="SAM with one box per connected component of a reference mask, slice by slice")
+@task("sam.oracle_box", params=ORACLE_BOX_PARAMS,
+      description="SAM with one box per connected component of a reference mask, slice by slice")
 def oracle_box(ctx, image, params, inputs):
-    """inputs: {structure: reference mask}; params: axis, slices, window, margin."""
+    """inputs: {structure: reference mask on the image grid}."""
     if not inputs:
         raise InputError("sam.oracle_box needs at least one reference mask in inputs")
-    axis = int(params.get("axis", 2))
-    window = params.get("window")
-    margin = int(params.get("margin", 1))
     arr = image.array
-    indices = parse_slices(params.get("slices", "all"), arr.shape[axis])
+    engine = SliceEngine.for_volume(image, params["plane"])
+    indices = engine.select(params["slices"])
+    window = params["window"]
     for name, m in inputs.items():
         if np.shape(m) != arr.shape:
             raise InputError(f"reference mask '{name}' has shape {np.shape(m)}, image is {arr.shape}")
-    pred = get_predictor(ctx, params.get("backbone", "litemedsam"))
-    image_id = params.get("image_id") or image.fingerprint()
+    pred = get_predictor(ctx, params["backbone"])
+    image_id = params["image_id"] or image.fingerprint()
     total = len(indices)
-    embs = pred.embeddings(arr, image_id, axis, indices, window,
+    embs = pred.embeddings(arr, image_id, engine, indices, window,
                            progress=lambda d, t: ctx.progress(0.9 * d / max(t, 1), f"encoded {d}/{t} slices"))
+    refs = {name: np.asarray(ref, dtype=bool) for name, ref in inputs.items()}
     masks = {name: np.zeros(arr.shape, dtype=bool) for name in inputs}
     for n, i in enumerate(indices):
         ctx.check_cancelled()
-        for name, ref in inputs.items():
-            ref2d = extract_slice(np.asarray(ref, dtype=bool), axis, i)
-            boxes = component_boxes(ref2d, margin=margin)
+        for name, ref in refs.items():
+            ref2d = engine.slice(ref, i)
+            boxes = component_boxes(ref2d, margin=params["margin"])
             if not boxes:
                 continue
-            logits = pred.decode(embs[i], ref2d.shape, boxes=boxes)
-            insert_slice(masks[name], axis, i, np.any(logits > 0, axis=0))
+            logits = pred.decode(embs[i], engine.slice_shape, boxes=boxes)
+            engine.put(masks[name], i, np.any(logits > 0, axis=0))
         ctx.progress(0.9 + 0.1 * (n + 1) / total, f"decoded slice {n + 1}/{total}")
-    return JobResult(masks=masks, info={"slices": indices, "axis": axis, "encoder_calls": pred.encoder_calls})
+    return JobResult(masks=masks, info={"slices": indices, "plane": engine.plane, "encoder_calls": pred.encoder_calls})

@@ -4,7 +4,9 @@ attention-masked image must agree with those on the full image.
 
 Modules: `labels` (scribble label arrays <-> segments, validation), `generator` (realistic scribbles
 from full labels, for evaluation), `cpl`, `mcm`, `losses`, `network`, `train`, `infer`,
-`checkpoint` (model <-> bytes, weights_only-safe), `tasks` (backend tasks), `evaluation`.
+`checkpoint` (model <-> bytes, weights_only-safe; registry models via `models.loader`), `params`
+(the tasks' typed parameters), `preprocess` (slices through `volume.SliceEngine`, LPS frame),
+`tasks` (backend tasks), `evaluation`.
 No Slicer import here; torch only inside the functions that need it.
 """
 from .labels import UNLABELLED, ScribbleSet, scribbles_from_segmentation, validate_scribbles

@@ -11,8 +11,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..models import load_checkpoint, save_checkpoint
-from ..models.checkpoints import load_state_into
-from .network import ARCHITECTURE, build_network
+from .network import ARCHITECTURE, build_checkpoint
 
 
 def save_model(net, card: dict, path) -> Path:
@@ -36,6 +35,10 @@ def read_model_dict(path=None, data: np.ndarray | None = None) -> tuple[dict, di
     else:
         obj = load_checkpoint(path)
         where = str(path)
+    return _checked(obj, where)
+
+
+def _checked(obj: dict, where: str) -> tuple[dict, dict]:
     if obj.get("architecture") != ARCHITECTURE:
         raise CheckpointError(f"{where} is a '{obj.get('architecture')}' model, not a scribble model "
                               f"('{ARCHITECTURE}'); train one with 'medsegsuite scribble train'")
@@ -46,9 +49,26 @@ def read_model_dict(path=None, data: np.ndarray | None = None) -> tuple[dict, di
 
 
 def build_from(state_dict: dict, card: dict, device: str = "cpu"):
-    net = build_network(card["net"], len(card["classes"]) + 1)
-    load_state_into(net, state_dict, "the scribble model")
-    return net.to(device).eval()
+    return build_checkpoint(state_dict, card, device)
+
+
+def load_model(model: str, device: str = "cpu"):
+    """(net, card) of a registry id or (in-process) checkpoint path, through the shared cached loader
+    (`models.loader`: weights_only, checksum once per file identity, built once per device)."""
+    from ..models.loader import load_model as load
+
+    m = load(model, device, expect=ARCHITECTURE)
+    return m.net, m.card
+
+
+def read_model_entry(model: str) -> tuple[dict, dict]:
+    """(state_dict, card) of a registry id or checkpoint path (e.g. a model to continue training from),
+    read through the loader's checksum-once cache."""
+    from ..models.loader import read_entry
+    from ..models.registry import resolve_model
+
+    entry = resolve_model(str(model))
+    return _checked(read_entry(entry)[0], str(model))
 
 
 def model_key(data: np.ndarray) -> str:

@@ -1,16 +1,18 @@
 """``medsegsuite scribble eval``: MaCo vs its ablations vs full supervision on real data, with
 synthetic scribbles generated from the reference labels (stated as synthetic in the table).
 
-Protocol (one volume per dataset; 2D networks on axial slices, axis 2):
+Protocol (one volume per dataset; 2D networks on axial slices, taken through the slice engine; the
+slice split is `volume.split_slices`: its every-K-th slices are the annotated ones, alternately
+validation and training, and the test slices are all the others):
 
 * **LiTS-117** CT, 128³ at an assumed 2 mm, slices shrunk to 96² (``max_size`` 96). Classes:
   ``liver`` (parenchyma, label 1) and ``tumour`` (label 2); the liver Dice is scored as LiTS does
-  (prediction liver ∪ tumour vs label 1 ∪ 2). Training slices: every 16th from 8 (8 slices);
-  validation slices (used only to pick tau): every 16th from 0; test: all other slices.
+  (prediction liver ∪ tumour vs label 1 ∪ 2). ``interleaved:8``: training slices every 16th from 8
+  (8 slices); validation slices (used only to pick tau): every 16th from 0; test: all other slices.
 * **Colin27 T1 + AAL**: putamen, thalamus and caudate, each left + right AAL regions together
   (deep grey nuclei with visible T1 contrast; a 2D network cannot tell a left from a right nucleus),
-  cropped to their bounding box + 12 mm at the native 1 mm. Training slices: every
-  8th from 4 within the crop; validation: every 8th from 0; test: the rest.
+  cropped to their bounding box + 12 mm at the native 1 mm. ``interleaved:4``: training slices
+  every 8th from 4 within the crop; validation: every 8th from 0; test: the rest.
 * Scribbles (synthetic): `generator.make_scribbles` with its defaults (fraction 0.8, 1-voxel strokes,
   background ring at 10 mm plus 10 far strokes). Full supervision uses the dense labels of the same
   training slices (CE + soft Dice). Every method keeps the largest 3D connected component of the liver (one organ);
@@ -18,15 +20,14 @@ Protocol (one volume per dataset; 2D networks on axial slices, axis 2):
 """
 from __future__ import annotations
 
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..engine.interface import run_job
 from ..metrics import dice
-from ..volume import Volume
+from ..provenance import write_markdown
+from ..volume import SliceEngine, Volume, split_slices
 from .generator import make_scribbles, scribble_stats
 from .labels import UNLABELLED
 
@@ -39,6 +40,21 @@ LABELS = {"maco": "MaCo (pCE+CPL+MCM)", "pce": "pCE only", "pce+cpl": "pCE+CPL",
 COLIN_STRUCTURES = {"putamen": ("Putamen_L", "Putamen_R"), "thalamus": ("Thalamus_L", "Thalamus_R"),
                     "caudate": ("Caudate_L", "Caudate_R")}
 DEFAULT_ITERATIONS = 200
+PLANE = "axial"
+
+
+def engine(image: Volume) -> SliceEngine:
+    """The slices every model of the evaluation sees (the scribble models' LPS frame)."""
+    from .preprocess import FRAME
+
+    return SliceEngine.for_volume(image, PLANE, FRAME)
+
+
+def slice_split(n: int, k: int) -> tuple[list[int], list[int], list[int]]:
+    """(train, val, test): `volume.split_slices('interleaved:K')`'s held-out slices are the annotated
+    ones, alternately validation (from 0) and training; every other slice is a test slice."""
+    test, picked = split_slices(f"interleaved:{k}", n)
+    return picked[1::2], picked[0::2], test
 
 
 def _lits():
@@ -46,9 +62,9 @@ def _lits():
 
     ct = lits117_ct()
     lab = lits117_labels().array.astype(np.uint8)  # 1 liver parenchyma, 2 tumour
-    n = lab.shape[2]
+    train, val, test = slice_split(engine(ct).n_slices, 8)
     return {"name": "LiTS-117 CT", "image": ct, "dense": lab, "classes": ["liver", "tumour"],
-            "train": list(range(8, n, 16)), "val": list(range(0, n, 16)),
+            "train": train, "val": val, "test": test,
             "scores": {"liver": lambda p: p > 0, "tumour": lambda p: p == 2},
             "refs": {"liver": lab > 0, "tumour": lab == 2}, "keep_largest": ["liver"], "max_size": 96,
             "note": "128³ crop, 2 mm assumed, slices shrunk to 96²"}
@@ -71,9 +87,9 @@ def _colin():
     origin = t1.geometry.ijk_to_ras_points(lo)[0]
     img = Volume(t1.array[box].astype(np.float32), t1.geometry.spacing, origin, t1.geometry.direction, name="Colin27 crop")
     d = dense[box]
-    n = d.shape[2]
+    train, val, test = slice_split(engine(img).n_slices, 4)
     return {"name": "Colin27 T1 + AAL", "image": img, "dense": d, "classes": list(COLIN_STRUCTURES),
-            "train": list(range(4, n, 8)), "val": list(range(0, n, 8)),
+            "train": train, "val": val, "test": test,
             "scores": {s: (lambda p, c=c: p == c) for c, s in enumerate(COLIN_STRUCTURES, start=1)},
             "refs": {s: d == c for c, s in enumerate(COLIN_STRUCTURES, start=1)},
             "keep_largest": [], "max_size": 160,
@@ -84,21 +100,21 @@ def _colin():
 def _labels_for(ds, method, seed):
     n_classes = len(ds["classes"]) + 1
     if method == "full":
+        eng = engine(ds["image"])
         out = np.full(ds["dense"].shape, UNLABELLED, dtype=np.uint8)
-        out[..., ds["train"]] = ds["dense"][..., ds["train"]]
-        return out
-    return make_scribbles(ds["dense"], n_classes, ds["train"], axis=2, seed=seed,
-                          spacing=ds["image"].geometry.spacing)
+        return eng.assemble({k: eng.slice(ds["dense"], k) for k in ds["train"]}, out=out)
+    return make_scribbles(ds["dense"], n_classes, ds["train"], PLANE, seed=seed,
+                          spacing=ds["image"].geometry.spacing, direction=ds["image"].direction)
 
 
 def _run(backend, ds, method, settings, seed):
     labels = _labels_for(ds, method, seed)
-    params = {"classes": ds["classes"], "settings": {"method": method, "max_size": ds["max_size"], "seed": seed,
-                                                     **settings}}
+    params = {"classes": ds["classes"], "method": method, "plane": PLANE, "max_size": ds["max_size"], "seed": seed,
+              **settings}
     t0 = time.time()
     res = run_job(backend, "scribble.train", ds["image"], params, {"scribbles": labels})
     t1 = time.time()
-    seg = run_job(backend, "scribble.segment", ds["image"], {"keep_largest": ds["keep_largest"]},
+    seg = run_job(backend, "scribble.segment", ds["image"], {"keep_largest": ds["keep_largest"] or None},
                   {"model": res.arrays["model"]})
     pred = np.zeros(ds["dense"].shape, dtype=np.uint8)
     for c, name in enumerate(ds["classes"], start=1):
@@ -107,7 +123,8 @@ def _run(backend, ds, method, settings, seed):
 
 
 def _score(ds, pred, slices):
-    return {s: dice(f(pred)[..., slices], ds["refs"][s][..., slices]) for s, f in ds["scores"].items()}
+    eng = engine(ds["image"])
+    return {s: dice(eng.stack(f(pred), slices), eng.stack(ds["refs"][s], slices)) for s, f in ds["scores"].items()}
 
 
 def run_evaluation(out, backend, datasets=("lits", "colin"), methods=None, iterations=None, seeds=1,
@@ -120,11 +137,10 @@ def run_evaluation(out, backend, datasets=("lits", "colin"), methods=None, itera
     results, timings, coverage, sweep = {}, {}, {}, []
     for key in datasets:
         ds = loaders[key]()
-        n = ds["dense"].shape[2]
-        test = [i for i in range(n) if i not in set(ds["train"]) | set(ds["val"])]
-        sc = make_scribbles(ds["dense"], len(ds["classes"]) + 1, ds["train"], axis=2, seed=0,
-                            spacing=ds["image"].geometry.spacing)
-        cov = scribble_stats(sc, ds["dense"], len(ds["classes"]) + 1)
+        test = ds["test"]
+        sc = make_scribbles(ds["dense"], len(ds["classes"]) + 1, ds["train"], PLANE, seed=0,
+                            spacing=ds["image"].geometry.spacing, direction=ds["image"].direction)
+        cov = scribble_stats(sc, ds["dense"], len(ds["classes"]) + 1, PLANE, ds["image"].direction)
         coverage[key] = {(["background"] + ds["classes"])[c]: v for c, v in cov.items()}
         if key == "lits" and tau_sweep is not None:
             for tau in (tau_sweep or [2.0, 4.0, 8.0, 16.0, 32.0]):
@@ -196,10 +212,9 @@ def _write(out, results, timings, coverage, sweep, methods, datasets, iterations
         for tau, v in sweep:
             lines.append(f"| {tau:g} | " + " | ".join(f"{x:.3f}" for x in v.values()) + " |")
         lines.append("")
-    lines += ["## Run", "", f"* machine: 2-core CPU dev machine ({platform.processor() or platform.machine()}), "
-              f"device {backend.handshake().get('device')}",
+    lines += ["## Run", "", f"* device {backend.handshake().get('device')} (machine, software and command: the "
+              "provenance block at the top)",
               f"* total wall time {total / 60:.1f} min; per run (train + segment): " + ", ".join(
                   f"{k[0]}/{k[1]} {np.mean(v):.0f} s" for k, v in timings.items()), ""]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(lines), encoding="utf-8")
+    write_markdown(out, lines)
     return report

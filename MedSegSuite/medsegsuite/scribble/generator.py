@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from .labels import UNLABELLED
+from .preprocess import slice_engine, slice_spacing
 
 KINDS = ("skeleton", "core", "random")
 
@@ -169,13 +170,16 @@ def scribble_slice(labels2d: np.ndarray, n_classes: int, rng, kinds=KINDS, fract
     return out
 
 
-def make_scribbles(labels: np.ndarray, n_classes: int, slices, axis: int = 2, seed: int = 0,
+def make_scribbles(labels: np.ndarray, n_classes: int, slices, plane: str = "axial", seed: int = 0,
                    kinds=KINDS, fraction: float = 0.8, width: int = 1, margin_mm: float = 10.0,
-                   spacing=(1.0, 1.0, 1.0), min_area: int = 20, far_strokes: int = 10) -> np.ndarray:
-    """Dense 3D labels (0 = background, 1..C-1) -> scribbles on the given slices only.
+                   spacing=(1.0, 1.0, 1.0), min_area: int = 20, far_strokes: int = 10,
+                   direction=None) -> np.ndarray:
+    """Dense 3D labels (0 = background, 1..C-1) -> scribbles on the given slices of ``plane`` only.
 
-    Returns uint8 [i, j, k] with ``UNLABELLED`` everywhere else. ``fraction`` (0..1] is the stated
-    part of each structure a stroke covers (of its skeleton length, or of its area for ``core``)."""
+    Slices are counted as the slice engine counts them (canonical LPS grid; ``direction``: the
+    labels' IJK-to-RAS directions, None = an array in LPS order). Returns uint8 [i, j, k] on the
+    labels' own grid with ``UNLABELLED`` everywhere else. ``fraction`` (0..1] is the stated part of
+    each structure a stroke covers (of its skeleton length, or of its area for ``core``)."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise InputError(f"labels must be 3D, got shape {labels.shape}")
@@ -185,23 +189,21 @@ def make_scribbles(labels: np.ndarray, n_classes: int, slices, axis: int = 2, se
     if bad:
         raise InputError(f"unknown scribble kinds {bad}; choose from {KINDS}")
     rng = np.random.default_rng(seed)
-    sp = [float(v) for d, v in enumerate(spacing) if d != axis]
-    margin_px = max(1, int(round(margin_mm / min(sp))))
+    eng = slice_engine(labels.shape, direction, plane)
+    margin_px = max(1, int(round(margin_mm / min(slice_spacing(eng, spacing)))))
     out = np.full(labels.shape, UNLABELLED, dtype=np.uint8)
-    lab = np.moveaxis(labels, axis, 0)
-    dst = np.moveaxis(out, axis, 0)
     for i in slices:
-        if not 0 <= int(i) < lab.shape[0]:
-            raise InputError(f"slice {i} is outside 0..{lab.shape[0] - 1}")
-        dst[int(i)] = scribble_slice(lab[int(i)], n_classes, rng, kinds, fraction, width, margin_px, min_area,
-                                    far_strokes)
+        k = eng.check_index(i)
+        eng.put(out, k, scribble_slice(np.ascontiguousarray(eng.slice(labels, k)), n_classes, rng, kinds, fraction,
+                                       width, margin_px, min_area, far_strokes))
     return out
 
 
-def scribble_stats(scribbles: np.ndarray, labels: np.ndarray, n_classes: int, axis: int = 2) -> dict:
-    """Fraction of each class's voxels (on the scribbled slices) that carry a scribble."""
-    sc = np.moveaxis(scribbles, axis, 0)
-    lab = np.moveaxis(labels, axis, 0)
+def scribble_stats(scribbles: np.ndarray, labels: np.ndarray, n_classes: int, plane: str = "axial",
+                   direction=None) -> dict:
+    """Fraction of each class's voxels (on the scribbled slices of ``plane``) that carry a scribble."""
+    eng = slice_engine(np.shape(scribbles), direction, plane)
+    sc, lab = np.moveaxis(eng.canonical(scribbles), eng.axis, 0), np.moveaxis(eng.canonical(labels), eng.axis, 0)
     sl = np.any(sc != UNLABELLED, axis=(1, 2))
     return {c: float(np.count_nonzero(sc[sl] == c) / max(1, np.count_nonzero(lab[sl] == c)))
             for c in range(n_classes)}

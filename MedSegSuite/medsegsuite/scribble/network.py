@@ -3,6 +3,7 @@ travels in the checkpoint so inference rebuilds exactly the trained network."""
 from __future__ import annotations
 
 from ..errors import CheckpointError, InputError
+from ..models.loader import architecture
 
 ARCHITECTURE = "scribble.unet2d/1"
 DEFAULT_NET = {"name": "unet", "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1,
@@ -39,3 +40,15 @@ def build_network(cfg: dict, n_classes: int):
         feats = list(cfg["channels"]) + [cfg["channels"][-1]] * (6 - len(cfg["channels"]))
         return BasicUNet(spatial_dims=2, in_channels=1, out_channels=n_classes, features=tuple(feats[:6]))
     raise CheckpointError(f"unknown network '{cfg['name']}'")
+
+
+@architecture(ARCHITECTURE)
+def build_checkpoint(state_dict: dict, card: dict, device: str = "cpu", **_):
+    """The loader's builder for scribble checkpoints (registered in `models.loader`)."""
+    from ..models.checkpoints import load_state_into
+
+    if "classes" not in card or "net" not in card:
+        raise CheckpointError("the scribble model has no class list or network config in its card")
+    net = build_network(card["net"], len(card["classes"]) + 1)
+    load_state_into(net, state_dict, "the scribble model")
+    return net.to(device).eval()

@@ -1,10 +1,37 @@
-"""Intensity normalisation and in-plane resizing shared by training and inference, so a model sees
-slices prepared the same way in both."""
+"""Slicing, intensity normalisation and in-plane resizing shared by training and inference, so a
+model sees slices prepared the same way in both."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import InputError
+
+# Scribble models slice through the one slice engine (`volume.SliceEngine`) in the LPS frame: a
+# volume stored in LPS order (LiTS-117, DICOM with an identity direction) is sliced exactly as before
+# plane names existed, and any other IJK order or flip of the same anatomy gives the same slices.
+FRAME = "LPS"
+# The direction assumed for a bare array with no geometry: already in the LPS canonical order.
+ARRAY_DIRECTION = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+_OLD_AXES = {2: "axial", 1: "coronal", 0: "sagittal"}
+
+
+def slice_engine(shape, direction=None, plane: str = "axial"):
+    from ..volume import SliceEngine
+
+    return SliceEngine(tuple(shape), ARRAY_DIRECTION if direction is None else direction, plane, FRAME)
+
+
+def plane_of(card: dict) -> str:
+    """The plane a model was trained on; cards written before planes carry ``axis`` (2 = axial)."""
+    if card.get("plane"):
+        return str(card["plane"])
+    return _OLD_AXES.get(int(card.get("axis", 2)), "axial")
+
+
+def slice_spacing(engine, spacing) -> tuple[float, float]:
+    """(row, column) spacing in mm of the engine's slices, from the volume's per-axis spacing."""
+    rows, cols = (d for d in range(3) if d != engine.axis)
+    return float(spacing[engine.perm[rows]]), float(spacing[engine.perm[cols]])
 
 
 def normalise(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:

@@ -14,24 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..losses import dice_ce_terms
 from . import mcm as mcm_mod
-from .cpl import DEFAULT_TAU_MM, continuous_pseudo_labels
+from .cpl import continuous_pseudo_labels
 from .labels import UNLABELLED, validate_scribbles
-from .losses import DEFAULT_WEIGHTS, consistency, mcm_weight, partial_ce, soft_ce
+from .losses import consistency, mcm_weight, partial_ce, soft_ce
 from .network import ARCHITECTURE, build_network, divisor, net_config
-from .preprocess import normalise, pad_to, resize_image, resize_labels, round_up, work_shape
-
-METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
-
-DEFAULT_SETTINGS = {
-    "method": "maco", "axis": 2, "iterations": 300, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
-    "max_size": 160, "tau": DEFAULT_TAU_MM, "w_cpl": DEFAULT_WEIGHTS["cpl"], "w_mcm": DEFAULT_WEIGHTS["mcm"],
-    "mcm_rampup": DEFAULT_WEIGHTS["mcm_rampup"], "mask_ratio": mcm_mod.DEFAULTS["ratio"],
-    "patch": mcm_mod.DEFAULTS["patch"], "seed": 0, "net": None,
-}
-# Quick per-case mode (train on the current volume's scribbled slices, then segment it): sized to
-# finish a 128³ case in well under 3 minutes on 2 CPU cores (measured in docs/scribble.md).
-QUICK_SETTINGS = {"iterations": 200, "batch": 4, "max_size": 96}
+from .params import DEFAULT_SETTINGS, METHODS, QUICK_SETTINGS, SETTINGS_SCHEMA  # noqa: F401  (re-exported)
+from .preprocess import (FRAME, normalise, pad_to, resize_image, resize_labels, round_up, slice_engine,
+                         slice_spacing, work_shape)
 
 
 @dataclass
@@ -39,53 +30,36 @@ class TrainCase:
     image: np.ndarray          # [i, j, k] intensities
     labels: np.ndarray         # [i, j, k] uint8: 0 background, 1..C classes, UNLABELLED elsewhere
     spacing: tuple = (1.0, 1.0, 1.0)
+    direction: tuple | None = None  # IJK-to-RAS directions; None: the array is in LPS order
 
 
-def dense_dice_loss(logits, labels, n_classes: int):
-    """1 − mean soft Dice over the classes present in the batch, on labelled pixels. Keeps plain CE on
-    dense labels from settling on all-background when structures are small (seen on Colin27)."""
-    import torch
-
-    valid = (labels != UNLABELLED).unsqueeze(1).float()
-    p = torch.softmax(logits, 1) * valid
-    oh = torch.nn.functional.one_hot(labels.clamp(max=n_classes - 1), n_classes).permute(0, 3, 1, 2).float() * valid
-    inter, denom = (p * oh).sum((0, 2, 3)), (p + oh).sum((0, 2, 3))
-    present = oh.sum((0, 2, 3)) > 0
-    return 1 - ((2 * inter + 1e-5) / (denom + 1e-5))[present].mean()
+# The full-supervision baseline's loss: the package's one Dice+CE (medsegsuite.losses), softmax CE plus
+# 1 − mean soft Dice over the classes present in the batch, on labelled pixels. The Dice term keeps plain
+# CE on dense labels from settling on all-background when structures are small (seen on Colin27).
+FULL_LOSS = {"multiclass": True, "ignore_index": UNLABELLED, "smooth": 1e-5, "present_only": True}
 
 
 def settings_with(overrides: dict | None = None, base: dict | None = None) -> dict:
-    s = dict(DEFAULT_SETTINGS)
-    s.update(base or {})
-    unknown = set(overrides or {}) - set(DEFAULT_SETTINGS)
-    if unknown:
-        raise InputError(f"unknown scribble settings {sorted(unknown)}; known: {sorted(DEFAULT_SETTINGS)}")
-    s.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if s["method"] not in METHODS:
-        raise InputError(f"unknown method '{s['method']}'; choose one of {', '.join(METHODS)}")
-    if int(s["axis"]) not in (0, 1, 2):
-        raise InputError(f"axis must be 0, 1 or 2, got {s['axis']}")
-    for k in ("iterations", "batch", "patch"):
-        if int(s[k]) < 1:
-            raise InputError(f"setting '{k}' must be >= 1, got {s[k]}")
-    if not 0 <= float(s["mask_ratio"]) < 1:
-        raise InputError(f"mask_ratio must be in [0, 1), got {s['mask_ratio']}")
-    return s
+    """Defaults (``base`` over `params.DEFAULT_SETTINGS`) updated by ``overrides``, checked by the
+    same schema the tasks declare (`params.SETTINGS_SCHEMA`; idempotent on a task's validated params)."""
+    merged = {**(base or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return SETTINGS_SCHEMA.validate(merged, "scribble settings")
 
 
 def _prepare(cases: list[TrainCase], n_classes: int, s: dict, div: int):
-    """Scribbled slices of every case at working resolution, padded to one common size."""
-    axis = int(s["axis"])
+    """Scribbled slices (of the plane, through the slice engine) of every case at working resolution,
+    padded to one common size."""
     imgs, labs, spacings = [], [], []
     import torch
 
     for n, case in enumerate(cases):
         if case.image.shape != case.labels.shape:
             raise InputError(f"case {n + 1}: scribbles have shape {case.labels.shape}, image {case.image.shape}")
-        vol = normalise(case.image)
-        lab = np.moveaxis(case.labels, axis, 0)
-        vol = np.moveaxis(vol, axis, 0)
-        sp2 = [float(v) for d, v in enumerate(case.spacing) if d != axis]
+        eng = slice_engine(case.image.shape, case.direction, s["plane"])
+        vol = eng.canonical(normalise(case.image))
+        lab = eng.canonical(case.labels)
+        lab, vol = np.moveaxis(lab, eng.axis, 0), np.moveaxis(vol, eng.axis, 0)
+        sp2 = slice_spacing(eng, case.spacing)
         idx = [i for i in range(lab.shape[0]) if np.any(lab[i] != UNLABELLED)]
         for i in idx:
             ws = work_shape(lab[i].shape, s["max_size"])
@@ -97,7 +71,7 @@ def _prepare(cases: list[TrainCase], n_classes: int, s: dict, div: int):
             labs.append(lb)
             spacings.append((sp2[0] * lab[i].shape[0] / ws[0], sp2[1] * lab[i].shape[1] / ws[1]))
     if not imgs:
-        raise InputError("no slice holds a scribble along the chosen axis")
+        raise InputError(f"no {s['plane']} slice holds a scribble")
     H = round_up(max(a.shape[0] for a in imgs), div)
     W = round_up(max(a.shape[1] for a in imgs), div)
     fill = [float(a.min()) for a in imgs]
@@ -169,10 +143,13 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
         xb = xb * scale + shift
         yb = yt[idx].to(device)
         logits = net(xb)
-        loss = partial_ce(logits, yb)
-        parts = {"pce": float(loss.detach())}
         if s["method"] == "full":  # dense labels: CE + soft Dice, the usual fully supervised loss
-            loss = loss + dense_dice_loss(logits, yb, n_classes)
+            l_dice, loss = dice_ce_terms(logits, yb, **FULL_LOSS)
+        else:
+            l_dice, loss = None, partial_ce(logits, yb)
+        parts = {"pce": float(loss.detach())}
+        if l_dice is not None:
+            loss = loss + l_dice
         if use_cpl:
             l_cpl = soft_ce(logits, st[idx].to(device))
             loss = loss + float(s["w_cpl"]) * l_cpl
@@ -196,7 +173,7 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
         progress((it + 1) / iters, f"iteration {it + 1}/{iters}, loss {running[-1] if running else float(loss.detach()):.3f}")
     net.eval()
     card = {
-        "classes": list(classes), "net": cfg, "axis": int(s["axis"]), "max_size": s["max_size"],
+        "classes": list(classes), "net": cfg, "plane": s["plane"], "frame": FRAME, "max_size": s["max_size"],
         "method": s["method"], "settings": {k: v for k, v in s.items() if k != "net"},
         "training": {"slices": int(len(x)), "cases": len(cases), "seconds": round(time.time() - t0, 1),
                      "loss_every_10": history, "continued": init is not None},

@@ -1,7 +1,9 @@
 """The FastAPI application: the `Backend` interface over HTTP, around one `LocalBackend`.
 
-All model work still runs on the LocalBackend's single persistent worker thread (one per device),
-queued round-robin per session, with its model and embedding caches shared by every client. Request
+Interactive model work runs on the LocalBackend's single persistent worker thread (one per device),
+queued round-robin per session, with its model and embedding caches shared by every client; training
+jobs run in their own processes. No parameter may name a file on the server (``allow_paths=False``):
+models are named by registry id, and a client adds one with ``PUT /models/{id}``. Request
 handlers only parse, validate and copy; anything heavier than a dict lookup runs in the thread pool
 so the event loop stays responsive for heartbeats and progress polls.
 """
@@ -9,9 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +48,8 @@ class ServerState:
     def __init__(self, config: ServerConfig, backend: LocalBackend | None = None):
         self.config = config
         self.owns_backend = backend is None
-        self.backend = backend or LocalBackend(config.device, max_images=10**9)
+        self.backend = backend or LocalBackend(config.device, max_images=10**9, allow_paths=False)
+        self.import_lock = threading.Lock()
         self.sessions = SessionManager(self.backend, config.lease_ttl, config.max_sessions,
                                        config.max_images_per_session)
         self.limits = wire.Limits(max_body_bytes=config.max_upload_bytes,
@@ -113,8 +121,9 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
     async def session(request: Request):
         return state.sessions.get(request.headers.get(P.SESSION_HEADER))
 
-    async def read_body(request: Request) -> bytes:
-        limit = config.max_upload_bytes
+    async def read_body(request: Request, limit: int | None = None, what: str = "upload",
+                        option: str = "--max-upload-mb") -> bytes:
+        limit = limit or config.max_upload_bytes
         cl = request.headers.get("content-length")
         too_big = cl is not None and cl.isdigit() and int(cl) > limit
         chunks, n = [], 0
@@ -128,9 +137,9 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
             chunks.append(c)
         if too_big:
             raise ApiError(413, P.E_TOO_LARGE,
-                           f"upload of {max(n, int(cl or 0)) / 2**20:.1f} MiB is over this server's limit of "
-                           f"{config.max_upload_mb:g} MiB (medsegsuite serve --max-upload-mb); "
-                           "crop the image to the region you segment")
+                           f"{what} of {max(n, int(cl or 0)) / 2**20:.1f} MiB is over this server's limit of "
+                           f"{limit / 2**20:g} MiB (medsegsuite serve {option})"
+                           + ("; crop the image to the region you segment" if what == "upload" else ""))
         return b"".join(chunks)
 
     open_routes = APIRouter(prefix=P.PREFIX)
@@ -175,9 +184,54 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
             state.sessions.close(sid, "closed by client")
         return Response(status_code=204)
 
+    @api.delete("/sessions/state/{name}", status_code=204)
+    def close_interactive(name: str, s=Depends(session)):
+        """Forget one interactive session (image, last result, clicks) of this client."""
+        state.backend.close_session(name, client=s.id)
+        return Response(status_code=204)
+
+    @api.get("/tasks")
+    def tasks():
+        return state.backend.list_tasks()
+
     @api.get("/models")
     def models(task: str | None = None):
         return state.backend.list_models(task)
+
+    def _import_model(model_id: str, body: bytes) -> dict:
+        from ..models.registry import check_model_id
+
+        check_model_id(model_id)
+        meta, arrays = wire.unpack(body, state.limits, check_finite=False)
+        if set(arrays) != {"checkpoint"} or arrays["checkpoint"].dtype != "uint8" or arrays["checkpoint"].ndim != 1:
+            raise InputError("a model upload holds exactly one uint8 array named 'checkpoint' (the file's bytes)")
+        if arrays["checkpoint"].nbytes > config.max_model_bytes:  # compressed small, but too big unpacked
+            raise ApiError(413, P.E_TOO_LARGE, f"model file of {arrays['checkpoint'].nbytes / 2**20:.1f} MiB is over "
+                           f"this server's limit of {config.max_model_mb:g} MiB (medsegsuite serve --max-model-mb)")
+        with state.import_lock:
+            if any(m["id"] == model_id for m in state.backend.list_models()):
+                raise ApiError(409, P.E_MODEL_EXISTS, f"this server already has a model '{model_id}'; "
+                               "choose another id")
+            tmp = Path(tempfile.mkdtemp(prefix="medsegsuite-upload-"))
+            try:
+                f = tmp / "upload.pt"
+                f.write_bytes(arrays["checkpoint"].tobytes())
+                del arrays
+                structures = meta.get("structures")
+                if structures is not None and not (isinstance(structures, list)
+                                                   and all(isinstance(x, str) for x in structures)):
+                    raise InputError("structures must be a list of strings")
+                return state.backend.import_model(  # loads it with weights_only=True first
+                    f, model_id, meta.get("architecture") or None, str(meta.get("task") or "")[:80],
+                    structures, str(meta.get("description") or "")[:500])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @api.put("/models/{model_id}", status_code=201)
+    async def model_put(model_id: str, request: Request):
+        """Register an uploaded checkpoint under ``model_id`` (it must load with weights_only=True)."""
+        body = await read_body(request, config.max_model_bytes, "model upload", "--max-model-mb")
+        return await run_in_threadpool(_import_model, model_id, body)
 
     # -- images --------------------------------------------------------------------------------
     def image_info(image_id: str) -> dict:
@@ -245,7 +299,8 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
                     raise ApiError(404, P.E_IMAGE_UNKNOWN,
                                    f"the server does not hold image {image_id} for this session; upload it again")
                 # (input shapes are the task's to check: some take other cases' images and scribbles)
-            job_id = state.backend.start_job(task, image_id, params, inputs, client=s.id)
+            # client=s.id: interactive session state is this client's alone; no parameter names a server file
+            job_id = state.backend.start_job(task, image_id, params, inputs, client=s.id, allow_paths=False)
             state.sessions.add_job(s, job_id)
         return {"job": job_id}
 
@@ -289,7 +344,10 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
             r = job.result
             arrays = {f"mask/{k}": wire.Crop(v) for k, v in r.masks.items()}
             arrays.update({f"array/{k}": v for k, v in r.arrays.items()})
-            body = wire.pack({"info": r.info}, arrays)
+            # crops travel as they are, with their offsets: the client applies them, nothing is rebuilt
+            arrays.update({f"crop/{k}": np.asarray(v[1]) for k, v in r.crops.items()})
+            body = wire.pack({"info": r.info, "crops": {k: [int(o) for o in v[0]] for k, v in r.crops.items()}},
+                             arrays)
             return Response(content=body, media_type=wire.CONTENT_TYPE)
         if job.state == JobState.FAILED:
             raise ApiError(409, P.E_JOB_FAILED, job.error or f"job {job_id} failed")

@@ -22,12 +22,17 @@ class ServerConfig:
     max_sessions: int = 16
     max_images_per_session: int = 8
     max_upload_mb: float = 512.0      # compressed body; decompressed arrays may be up to 8x that
+    max_model_mb: float = 1024.0      # a checkpoint uploaded with PUT /models/{id}
     lease_ttl: float = 60.0           # seconds a session lives without a request or heartbeat
     longpoll_max: float = 10.0        # longest events long-poll, seconds
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_model_bytes(self) -> int:
+        return int(self.max_model_mb * 2**20)
 
     @property
     def heartbeat_interval(self) -> float:

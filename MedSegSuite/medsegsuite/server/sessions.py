@@ -104,6 +104,7 @@ class SessionManager:
                 job.result = None  # nobody can fetch it any more: free its masks now
         for image_id in images:
             self._detach(sid, image_id)
+        self.backend.worker.close_session(sid)  # its interactive sessions (last result, clicks) go too
         log.info("session %s released (%s): %d jobs, %d images", sid[:13], reason, len(jobs), len(images))
 
     def _reap_loop(self):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 
-from .options import NIGHT_OPTIONS as NIGHT_DEFAULTS
+from .options import check_night_options
 
 
 def store_dir(model_id: str) -> Path:
@@ -140,8 +140,7 @@ def _load_volumes(cases):
 
 def _compare(old_net, new_net, x) -> dict:
     """Label-free comparison of two versions on the same slices."""
-    import torch
-
+    from ..metrics import dice
     from .common import slice_uncertainty
     from .pipeline import plain_logits
 
@@ -149,11 +148,9 @@ def _compare(old_net, new_net, x) -> dict:
     eo, co = slice_uncertainty(lo)
     en, cn = slice_uncertainty(ln)
     po, pn = lo > 0, ln > 0
-    inter = torch.logical_and(po, pn).sum().item()
-    s = po.sum().item() + pn.sum().item()
     return {"slices": int(x.shape[0]), "mean_entropy": {"parent": float(np.mean(eo)), "new": float(np.mean(en))},
             "mean_confidence": {"parent": float(np.mean(co)), "new": float(np.mean(cn))},
-            "agreement_dice": 1.0 if s == 0 else 2 * inter / s,
+            "agreement_dice": dice(po.cpu().numpy(), pn.cpu().numpy()),
             "foreground_fraction": {"parent": float(po.float().mean()), "new": float(pn.float().mean())}}
 
 
@@ -170,11 +167,7 @@ def run_night(model: str, cases, out, options: dict | None = None, progress=None
     from .grata import strong_style
     from .network import ARCHITECTURE, build_unet, load_source_model, slices_from_volume
 
-    o = dict(NIGHT_DEFAULTS)
-    unknown = set(options or {}) - set(o)
-    if unknown:
-        raise InputError(f"unknown night option(s) {sorted(unknown)}; known: {sorted(o)}")
-    o.update(options or {})
+    o = check_night_options(options)
     out = Path(out)
     entry = resolve_model(model)
     if out.resolve() == Path(entry.path).resolve():

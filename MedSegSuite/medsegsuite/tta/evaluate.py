@@ -6,14 +6,15 @@ Protocol (kept small for 2 CPU cores): per dataset, N held-out axial slices (ind
 trained on, evenly subsampled among those holding the structure) of the source image, shown as each
 centre in turn (source first, then A..E) as one continual stream, one image at a time, batch 1.
 TENT and VPTTA never reset; GraTa resets at each centre (per target domain, as its reference).
-DyNA: by day VPTTA prompts on the deployed version, by night self-training on that day's slices;
-the table gives the *next-day* Dice (the new version + prompts on the same centre), and the
-evaluation accepts every night's version automatically (the product never does).
+DyNA: by day VPTTA prompts on the deployed version, by night self-training (label-free) on the
+centre's *other* slices (every slice outside the hold-out, `train.held_out`, one split of
+`volume.split_slices`); the table gives the *next-day* Dice (the new version + prompts on the
+held-out slices of the same centre, which the night never trained on), and the evaluation accepts
+every night's version automatically (the product never does).
 """
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +25,30 @@ NAMES = {"none": "none", "tent": "TENT", "vptta": "VPTTA", "grata": "GraTa", "dy
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    s = pred.sum() + ref.sum()
-    return 1.0 if s == 0 else float(2 * np.logical_and(pred, ref).sum() / s)
+    """The package's one Dice (medsegsuite.metrics) over a stack of slices."""
+    from ..metrics import dice
+
+    return dice(pred, ref)
 
 
-def eval_slices(model_id: str, mask_can: np.ndarray, n: int) -> list[int]:
+def eval_slices(model_id: str, ref: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` of the source model's held-out slices (`train.held_out`) that hold the structure,
+    evenly spread; ``ref`` is the reference mask as the model's slices [n_slices, rows, cols]."""
     from .train import held_out
 
-    cand = [i for i in held_out(mask_can.shape[2]) if mask_can[:, :, i].any()]
+    cand = [i for i in held_out(ref.shape[0]) if ref[i].any()]
     if len(cand) <= n:
         return cand
     return [cand[int(round(k))] for k in np.linspace(0, len(cand) - 1, n)]
+
+
+def night_slices(n: int) -> list[int]:
+    """The slices DyNA's night trains on in the evaluation (label-free): every slice outside the
+    hold-out (`train.held_out`), so its next-day Dice is scored on slices the night never saw."""
+    from .train import held_out
+
+    held = set(held_out(n))
+    return [i for i in range(n) if i not in held]
 
 
 ABLATION_ALPHAS = (0.02, 0.05)  # VPTTA prompt sizes beyond the published α = 0.01 (see docs/tta.md)
@@ -46,16 +60,18 @@ def evaluate_dataset(model_id: str, methods, n_slices: int, night_iterations: in
 
     from .common import NoAdaptation
     from .dyna import run_night
-    from .network import load_source_model, logits_to_slices, slices_from_volume, to_canonical
+    from .network import load_source_model, logits_to_slices, slice_engine, slices_from_volume
     from .pipeline import make_adapter, plain_logits, stream_logits
     from .shifts import CENTRES
     from .train import source_data
 
     src = load_source_model(model_id)
     vol, mask = source_data(model_id)
-    mask_can = to_canonical(mask, vol.direction)
-    idx = eval_slices(model_id, mask_can, n_slices)
-    ref = np.moveaxis(mask_can[:, :, idx], 2, 0)
+    eng = slice_engine(vol, src.card)
+    all_ref = eng.stack(mask, range(eng.n_slices))
+    idx = eval_slices(model_id, all_ref, n_slices)
+    ref = all_ref[idx]
+    night_idx = night_slices(eng.n_slices)
     adapters = {m: make_adapter(m, src.net, src.size) for m in methods if m in ("tent", "vptta", "grata")}
     ablation = {a: make_adapter("vptta", src.net, src.size, {"alpha": a}) for a in alphas}
     ablation_dice = {a: {} for a in alphas}
@@ -84,8 +100,9 @@ def evaluate_dataset(model_id: str, methods, n_slices: int, night_iterations: in
                 seconds[m] += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 out = Path(tmp) / f"{model_id}-{c}.pt"
+                x_night = slices_from_volume(shifted, src.card, night_idx)[0]
                 run_night(dyna_model, [], out, {"iterations": night_iterations, "batch": 4}, source=dyna_src,
-                          slices=x)
+                          slices=x_night)
                 night_seconds += time.perf_counter() - t1
                 dyna_model, dyna_src = str(out), load_source_model(str(out))
                 logits = stream_logits(make_adapter("dyna", dyna_src.net, src.size), x)  # next day
@@ -116,7 +133,7 @@ def render(results: list[dict], methods, settings: dict) -> str:
              "The centres are **synthetic**: fixed recipes of contrast/gamma, noise, blur, bias field and "
              "resolution changes (`medsegsuite/tta/shifts.py`, listed below) applied to one real image each; "
              "they are not data from other hospitals.", "",
-             f"Machine: {settings['machine']}; torch threads: {settings['threads']}; "
+             f"Torch threads: {settings['threads']}; "
              f"{settings['slices']} held-out slices per centre (never trained on), 128 px network input; "
              f"stream order source, {', '.join(SHIFTED)}; batch 1; total {settings['seconds']:.0f} s.", ""]
     for r in results:
@@ -167,44 +184,12 @@ def render(results: list[dict], methods, settings: dict) -> str:
     return "\n".join(lines)
 
 
-NOTES = """\
-* **VPTTA's cost target (≤ 2.5× plain inference) is not met on this CPU.** Per image VPTTA runs the
-  network forward on the prompted image with the warm-up BN layers (which also compute the
-  alignment loss terms), back-propagates that loss through the whole network to the prompt
-  (input gradients only: the weights are frozen and need none), takes an Adam step, and runs a
-  second forward pass for the prediction. Two forward passes plus one input-gradient backward
-  pass is at least ~3× a plain forward pass; at 128 px on a CPU the per-operation overhead of the
-  extra reductions, of autograd and of Adam adds more. Measured with 1 thread (liver-source, batch 1,
-  128 px, `torch.profiler`): plain 7.3 ms, TENT 21–23 ms (~3×), VPTTA 37 ms (~5×); the convolutions
-  of the two forward passes and the backward pass are ~60% of it. Already done to get there (same
-  values): the BN moments computed once per layer without `torch.var` (8× slower on this CPU), the
-  normalisation as one fused `batch_norm`, one FFT per image instead of three. The ratios in the
-  tables were measured on a shared, loaded machine. On a GPU the extra passes are mostly launch latency.
-* **VPTTA in a long multi-centre stream.** The warm-up weight λ_t = 1/(√t/5 + 1) keeps falling over
-  the whole stream (t = 49..72 during centre B: λ ≈ 0.4), so later centres are normalised mostly with
-  the *source* statistics, and the memory bank mixes prompts of earlier centres. This is VPTTA's
-  published continual design (no reset) and explains why it trails TENT/GraTa on the liver's B-noise
-  and D-bias centres. DyNA starts a fresh day (t = 1) on each night's version, which recovers them.
-* **Source models are trained with batch size 1** (BN then normalises each training image by its own
-  statistics, the regime in which TENT, GraTa and VPTTA normalise a test image), and their BN
-  running statistics are recomputed exactly over the training slices. An earlier run with
-  batch-8-trained models (same protocol, 12 slices per centre) showed why: on the *unshifted* source,
-  per-image BN statistics alone cost liver 97.9 → TENT 85.9 / VPTTA 88.0 / GraTa 85.9 and brain
-  95.3 → TENT 87.5 / VPTTA 88.9 / GraTa 87.5, far beyond the 1-point target, because single 2D
-  slices (brain apex vs. mid-brain) differ much more from each other than the fundus images of the
-  papers. The batch-1 source models are a little weaker without adaptation (liver 96.5, brain 94.3
-  on these slices).
-* The CT centres hurt the liver model far more than the MRI centres hurt the brain model: the CT model
-  uses a fixed HU window (as CT models do), so a calibration change moves the liver's HU out of
-  the range it learnt, while the MRI model normalises each volume by its percentiles and was
-  trained with mild gamma augmentation (it must accept any T1).
-"""
-
-
 def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("none", "tent", "vptta", "grata", "dyna"),
                    slices_per_centre: int = 24, night_iterations: int = 30, threads: int = 1, log=print,
-                   notes: str = NOTES) -> Path:
+                   notes: str | None = None) -> Path:
     import torch
+
+    from ..provenance import provenance, write_json, write_markdown
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -218,20 +203,15 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
     os.environ["MEDSEGSUITE_HOME"] = home  # night versions of the evaluation never reach the user's list
     try:
         results = [evaluate_dataset(d, methods, slices_per_centre, night_iterations, log) for d in datasets]
+        prov = provenance()  # while the evaluation's torch threads are still set
     finally:
         torch.set_num_threads(prev_threads)
         if old_home is None:
             os.environ.pop("MEDSEGSUITE_HOME", None)
         else:
             os.environ["MEDSEGSUITE_HOME"] = old_home
-    settings = {"machine": f"2-core CPU dev machine ({platform.machine()}, shared with other jobs)",
-                "threads": threads, "slices": slices_per_centre, "seconds": time.time() - t0, "notes": notes}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, methods, settings), encoding="utf-8")
-    import json
-
-    out.with_suffix(".json").write_text(json.dumps(
-        [{k: v for k, v in r.items() if k != "card"} for r in results], indent=1), encoding="utf-8")
+    settings = {"threads": threads, "slices": slices_per_centre, "seconds": time.time() - t0, "notes": notes}
+    out = write_markdown(out, render(results, methods, settings), prov)
+    write_json(out.with_suffix(".json"), [{k: v for k, v in r.items() if k != "card"} for r in results], prov)
     log(f"wrote {out}")
     return out

@@ -8,10 +8,11 @@ volume into network input, so a checkpoint carries everything needed to run it:
 of the non-zero voxels, so any T1 works whatever its scanner scale), ``size`` (square input, px),
 ``window`` (ct only), ``channels``/``strides``/``num_res_units`` (the UNet).
 
-Slices are axial in *canonical* orientation: the volume is permuted/flipped (from its direction
-matrix) so array axes run along R-L, A-P, S-I; each axial slice is padded to a square (keeping the
-aspect ratio) and resized to ``size``. :func:`slices_from_volume` / :func:`masks_to_volume` invert
-each other exactly on the grid.
+Slices come from the one slice engine (`volume.SliceEngine`) in the ``RAS`` frame (array axes to
++R, +A, +S, whatever the volume's IJK order), in the card's ``plane`` (default axial, what the
+shipped models were trained on); each slice is padded to a square (keeping the aspect ratio) and
+resized to ``size``. :func:`logits_to_slices` undoes the pad + resize; the engine puts slices back
+on the volume's grid.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CheckpointError, InputError
-from ..volume import Volume
+from ..models.loader import architecture
+from ..volume import SliceEngine, Volume
 
 ARCHITECTURE = "tta-unet2d"
+FRAME = "RAS"  # the frame the shipped source models were trained in (volume.planes)
 DEFAULT_ARCH = {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1}
 
 
@@ -53,56 +56,33 @@ class SourceModel:
         return int(self.card.get("size", 128))
 
 
-def load_source_model(model: str, device: str = "cpu") -> SourceModel:
-    """A registry id (e.g. ``liver-source``) or a checkpoint path -> SourceModel in eval mode."""
-    from ..models import resolve_model
-    from ..models.checkpoints import load_state_into, state_dict_of
+@architecture(ARCHITECTURE)
+def _build(state_dict: dict, card: dict, device: str = "cpu", **_):
+    """The loader's builder for ``tta-unet2d`` checkpoints (registered in `models.loader`)."""
+    from ..models.checkpoints import load_state_into
 
-    entry = resolve_model(model)
-    obj = entry.load()
-    if obj.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"model '{model}' is a '{obj.get('architecture')}' model; test-time adaptation "
-                              f"needs a '{ARCHITECTURE}' source model (e.g. liver-source, brain-source)")
-    card = dict(obj.get("card") or {})
     net = build_unet(card)
-    load_state_into(net, state_dict_of(obj, ARCHITECTURE, entry.path), path=entry.path)
-    net.to(device).eval()
-    return SourceModel(net, card, entry.id)
+    load_state_into(net, state_dict, "the TTA source model")
+    return net.to(device).eval()
 
 
-# ---------------------------------------------------------------- orientation and intensities
+def load_source_model(model: str, device: str = "cpu") -> SourceModel:
+    """A registry id (e.g. ``liver-source``) or a checkpoint path -> SourceModel in eval mode, through
+    the shared cached loader (checksum once per file identity, built once per device). The network
+    is shared: adapters work on their own copies and never change it."""
+    from ..models.loader import load_model
 
-def canonical_axes(direction) -> tuple[list[int], list[bool]]:
-    """(perm, flips): ``np.transpose(a, perm)`` then flipping axes ``flips`` makes array axes 0, 1, 2
-    point to +R, +A, +S (nearest axis of the direction matrix; its columns are the axis directions)."""
-    d = np.asarray(direction, dtype=float)
-    perm = [int(np.argmax(np.abs(d[r, :]))) for r in range(3)]
-    if len(set(perm)) != 3:  # a 45-degree oblique tie: fall back to greedy assignment
-        perm, free = [], [0, 1, 2]
-        for r in range(3):
-            k = max(free, key=lambda c: abs(d[r, c]))
-            perm.append(k)
-            free.remove(k)
-    flips = [bool(d[r, perm[r]] < 0) for r in range(3)]
-    return perm, flips
-
-
-def to_canonical(array: np.ndarray, direction) -> np.ndarray:
-    perm, flips = canonical_axes(direction)
-    a = np.transpose(array, perm)
-    for ax, f in enumerate(flips):
-        if f:
-            a = np.flip(a, ax)
-    return a
+    try:
+        m = load_model(model, device, expect=ARCHITECTURE)
+    except CheckpointError as e:
+        if "this needs a" in str(e):
+            raise CheckpointError(f"{e} (test-time adaptation needs a source model, e.g. liver-source, "
+                                  "brain-source)") from None
+        raise
+    return SourceModel(m.net, m.card, m.entry.id)
 
 
-def from_canonical(array: np.ndarray, direction) -> np.ndarray:
-    perm, flips = canonical_axes(direction)
-    for ax, f in enumerate(flips):
-        if f:
-            array = np.flip(array, ax)
-    return np.ascontiguousarray(np.transpose(array, np.argsort(perm)))
-
+# ---------------------------------------------------------------- intensities
 
 def normalise_volume(array: np.ndarray, card: dict) -> np.ndarray:
     """Intensities -> roughly [0, 1] as the card says (done by the model itself, never by the user)."""
@@ -122,31 +102,33 @@ def normalise_volume(array: np.ndarray, card: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- slices <-> network input
 
-def axial_count(volume: Volume) -> int:
-    perm, _ = canonical_axes(volume.direction)
-    return volume.shape[perm[2]]
+def slice_engine(volume, card: dict | None = None) -> SliceEngine:
+    """How a source model slices ``volume``: its card's plane (default axial) in the RAS frame."""
+    return SliceEngine.for_volume(volume, (card or {}).get("plane", "axial"), frame=FRAME)
 
 
-def slices_from_volume(volume: Volume, card: dict, indices=None):
-    """Normalised canonical axial slices resized to the card's size: a float32 tensor [n, 1, S, S].
-
-    ``indices`` count canonical axial slices (inferior to superior). Returns (tensor, indices, shape2d)."""
+def slice_tensor(slices: np.ndarray, size: int):
+    """[n, rows, cols] float32 slices -> [n, 1, size, size]: padded to a square (centred, keeping the
+    aspect ratio), then resized."""
     import torch
     import torch.nn.functional as F
 
-    can = to_canonical(normalise_volume(volume.array, card), volume.direction)
-    n = can.shape[2]
-    idx = list(range(n)) if indices is None else [int(i) for i in indices]
-    if any(not 0 <= i < n for i in idx):
-        raise InputError(f"slice indices must lie in 0..{n - 1}")
-    stack = np.ascontiguousarray(np.moveaxis(can[:, :, idx], 2, 0))  # [n, X, Y]
-    t = torch.from_numpy(stack)[:, None]
-    t = _pad_square(t)
-    size = int(card.get("size", 128))
+    t = _pad_square(torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None])
     if t.shape[-1] != size:
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
                           antialias=t.shape[-1] > size)
-    return t.contiguous(), idx, tuple(stack.shape[1:])
+    return t.contiguous()
+
+
+def slices_from_volume(volume: Volume, card: dict, indices=None):
+    """Normalised slices of the card's plane at the card's size: a float32 tensor [n, 1, S, S].
+
+    ``indices`` count canonical slices (axial: inferior to superior; default all). Returns
+    (tensor, indices, shape2d)."""
+    eng = slice_engine(volume, card)
+    idx = list(range(eng.n_slices)) if indices is None else [eng.check_index(i) for i in indices]
+    stack = eng.stack(normalise_volume(volume.array, card), idx)
+    return slice_tensor(stack, int(card.get("size", 128))), idx, tuple(stack.shape[1:])
 
 
 def _pad_square(t):
@@ -170,13 +152,3 @@ def logits_to_slices(logits, shape2d) -> np.ndarray:
         t = F.interpolate(t, size=(m, m), mode="bilinear", align_corners=False)
     ph, pw = (m - h) // 2, (m - w) // 2
     return t[:, 0, ph:ph + h, pw:pw + w].numpy()
-
-
-def masks_to_volume(slice_masks: np.ndarray, indices, volume: Volume) -> np.ndarray:
-    """Canonical per-slice masks [n, X, Y] at ``indices`` -> a bool mask on the volume's own grid."""
-    perm, _ = canonical_axes(volume.direction)
-    cshape = tuple(volume.shape[p] for p in perm)
-    can = np.zeros(cshape, dtype=bool)
-    for m, i in zip(slice_masks, indices):
-        can[:, :, i] = m
-    return from_canonical(can, volume.direction)

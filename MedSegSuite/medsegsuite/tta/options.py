@@ -1,4 +1,6 @@
-"""Method names and their options with the published defaults (torch-free: panels import it)."""
+"""Method names and their options with the published defaults: the one source of TTA options (the
+task schemas, the CLI's ``-o key=value``, the panel's option help and the evaluation all use it).
+Torch-free: panels import it."""
 
 METHODS = ("none", "tent", "vptta", "grata", "dyna")
 METHOD_OPTIONS = {
@@ -13,15 +15,38 @@ NIGHT_OPTIONS = {"iterations": 60, "batch": 8, "lr": 1e-4, "teacher_momentum": 0
                  "global_momentum": 0.5, "confidence": 0.8, "seed": 0}
 
 
+def _typed(what: str, defaults: dict, options: dict | None) -> dict:
+    """``defaults`` updated by ``options``; unknown names and values of the wrong type are an InputError."""
+    from ..errors import InputError
+
+    if options is not None and not isinstance(options, dict):
+        raise InputError(f"{what} options must be a JSON object of name: value, got {options!r}")
+    unknown = set(options or {}) - set(defaults)
+    if unknown:
+        raise InputError(f"unknown option(s) {sorted(unknown)} for {what}; it takes {sorted(defaults) or 'none'}")
+    out = dict(defaults)
+    for k, v in (options or {}).items():
+        d = defaults[k]
+        ok = (isinstance(v, bool) if isinstance(d, bool) else
+              isinstance(v, int) and not isinstance(v, bool) if isinstance(d, int) else
+              isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok or (not isinstance(d, bool) and v < 0):
+            kind = "true or false" if isinstance(d, bool) else "an integer >= 0" if isinstance(d, int) else "a number >= 0"
+            raise InputError(f"option '{k}' of {what} must be {kind}, got {v!r}")
+        out[k] = float(v) if isinstance(d, float) else v
+    return out
+
+
 def check_options(method: str, options: dict | None) -> dict:
-    """The method's defaults updated by ``options``; unknown methods/options are an InputError."""
+    """The method's defaults updated by ``options``; unknown methods/options or ill-typed values are
+    an InputError."""
     from ..errors import InputError
 
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    opts = dict(METHOD_OPTIONS[method])
-    unknown = set(options or {}) - set(opts)
-    if unknown:
-        raise InputError(f"unknown option(s) {sorted(unknown)} for {method}; it takes {sorted(opts) or 'none'}")
-    opts.update(options or {})
-    return opts
+    return _typed(method, METHOD_OPTIONS[method], options)
+
+
+def check_night_options(options: dict | None) -> dict:
+    """DyNA night options (NIGHT_OPTIONS) with the same checks."""
+    return _typed("the DyNA night", NIGHT_OPTIONS, options)

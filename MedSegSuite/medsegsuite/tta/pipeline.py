@@ -1,7 +1,8 @@
-"""Run a source model with or without adaptation over a volume's axial slices, as one stream.
+"""Run a source model with or without adaptation over a volume's slices (the model's plane, taken by
+the slice engine), as one stream.
 
 ``run_volume`` gives plain ("before") predictions for every slice in one batched pass and, for an
-adaptation method, the adapted ("after") predictions slice by slice in order (inferior to superior),
+adaptation method, the adapted ("after") predictions slice by slice in order (axial: inferior to superior),
 plus per-slice entropy / confidence for both and the time each took.
 """
 from __future__ import annotations

@@ -1,22 +1,51 @@
 """Backend tasks of test-time adaptation: ``tta.adapt`` (one volume, any method), ``dyna.night``,
 ``dyna.status`` and ``dyna.use``. Panels and the CLI reach them through any Backend (local or
-``--server``)."""
+``--server``). Every parameter is declared here (typed, validated once at submission); the
+method-specific ``options`` dicts are checked by `options.check_options` / `check_night_options`,
+the one source of TTA options, in the same step."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..engine.interface import JobResult
+from ..engine.schema import Param
 from ..engine.tasks import task
 from ..errors import InputError
+from .options import METHODS, check_night_options, check_options
+
+MODEL = Param("model", "model", "liver-source", "source model: registry id (liver-source, brain-source) or, "
+              "in-process only, a checkpoint path")
+
+ADAPT_PARAMS = [
+    MODEL,
+    Param("method", "choice", "vptta", "adaptation method", choices=METHODS),
+    Param("options", "dict", None, "method options as a JSON object (names and defaults: tta/options.py, "
+          "docs/tta.md), e.g. {\"lr\": 0.01}", cli=False),
+    Param("plane", "plane", None, "slice plane; default and only choice: the plane the model was trained on "
+          "(axial for the shipped models)"),
+    Param("slices", "slices", "all", "slices of the plane, counted on the canonical grid (axial: inferior to "
+          "superior): 'all', 'every:K', 'a:b' or a list"),
+    Param("stream", "str", None, "an id: continue the same adapter state across jobs (a continual stream of "
+          "cases); default: a fresh adapter per volume", cli=False),
+    Param("structure", "str", None, "output segment name (default: the model's structure)"),
+]
+
+
+def _check_adapt(params: dict) -> dict:
+    params["options"] = check_options(params["method"], params.get("options"))
+    return params
+
+
+def _check_night(params: dict) -> dict:
+    params["options"] = check_night_options(params.get("options"))
+    return params
 
 
 def get_source(ctx, model: str):
+    """The source model through the shared cached loader (`models.loader`)."""
     from .network import load_source_model
 
-    device = getattr(ctx, "device", "cpu") or "cpu"
-    factory = lambda: load_source_model(model, device)  # noqa: E731
-    cache = ctx.cache.models if getattr(ctx, "cache", None) is not None else None
-    return cache.get_or_create(("tta-source", model, device), factory) if cache is not None else factory()
+    return load_source_model(model, getattr(ctx, "device", "cpu") or "cpu")
 
 
 def before_name(structure: str) -> str:
@@ -24,18 +53,14 @@ def before_name(structure: str) -> str:
 
 
 @task("tta.adapt", description="segment a volume slice by slice with a source model, adapted per case "
-      "(none, tent, vptta, grata, dyna); before/after masks and per-slice entropy")
+      "(none, tent, vptta, grata, dyna); before/after masks and per-slice entropy", params=ADAPT_PARAMS,
+      check=_check_adapt)
 def adapt(ctx, image, params, inputs):
-    """params: model (registry id or checkpoint path), method, options {...}, slices (axial indices,
-    canonical inferior->superior; default all), stream (an id: continue the same adapter state across
-    jobs, e.g. a continual stream of cases; default: a fresh adapter per volume)."""
-    from ..sam.tasks import parse_slices
-    from .network import axial_count, masks_to_volume
-    from .pipeline import check_options, make_adapter, run_volume, summarise
+    from .network import slice_engine
+    from .pipeline import make_adapter, run_volume, summarise
 
-    model = str(params.get("model") or "liver-source")
-    method = str(params.get("method") or "vptta").lower()
-    options = check_options(method, params.get("options") or {})
+    model, method = params["model"], params["method"]
+    options = dict(params["options"])
     keep_case = bool(options.pop("keep_case", False)) if method == "dyna" else False
     used_model = model
     if method == "dyna":
@@ -45,10 +70,13 @@ def adapt(ctx, image, params, inputs):
     ctx.progress(0.0, f"loading {used_model}")
     source = get_source(ctx, used_model)
     image.require_finite()
-    n = axial_count(image)
-    indices = parse_slices(params.get("slices", "all"), n)
+    plane = source.card.get("plane", "axial")
+    if params["plane"] is not None and params["plane"] != plane:
+        raise InputError(f"{used_model} was trained on {plane} slices; it cannot segment {params['plane']} ones")
+    eng = slice_engine(image, source.card)
+    indices = eng.select(params["slices"])
     adapter = None
-    stream = params.get("stream")
+    stream = params["stream"]
     if stream and method != "none":
         key = ("tta-stream", str(stream), used_model, method, repr(sorted(options.items())))
         adapter = ctx.cache.models.get_or_create(key, lambda: make_adapter(method, source.net, source.size, options))
@@ -56,13 +84,13 @@ def adapt(ctx, image, params, inputs):
     res = run_volume(source, image, method, options, adapter=adapter, indices=indices,
                      progress=lambda d, t: ctx.progress(0.05 + 0.9 * d / t, f"{method}: slice {d}/{t}"),
                      check_cancelled=ctx.check_cancelled)
-    structure = str(params.get("structure") or source.structure)
-    after = masks_to_volume(res["after"] > 0, res["indices"], image)
-    masks = {structure: after}
+    structure = params["structure"] or source.structure
+    masks = {structure: eng.assemble(dict(zip(res["indices"], res["after"] > 0)))}
     if method != "none":
-        masks[before_name(structure)] = masks_to_volume(res["before"] > 0, res["indices"], image)
+        masks[before_name(structure)] = eng.assemble(dict(zip(res["indices"], res["before"] > 0)))
     info = {"model": used_model, "method": method, "options": options, "structure": structure,
-            "slices": res["indices"], "slice_axis": "canonical axial (inferior to superior)",
+            "slices": res["indices"], "plane": plane,
+            "slice_axis": f"canonical {plane} (RAS frame; axial: inferior to superior)",
             "entropy_before": res["entropy_before"], "entropy_after": res["entropy_after"],
             "confidence_before": res["confidence_before"], "confidence_after": res["confidence_after"],
             "seconds_plain": res["seconds_plain"], "seconds_adapt": res["seconds_adapt"],
@@ -84,45 +112,79 @@ def adapt(ctx, image, params, inputs):
     return JobResult(masks=masks, arrays=arrays, info=info)
 
 
+NIGHT_PARAMS = [
+    MODEL,
+    Param("cases", "path", None, "a folder of images (or one image) on the backend machine; default: the "
+          "model's day queue. In-process only: a server takes only the queue"),
+    Param("out", "path", None, "new version checkpoint on the backend machine; default: the model's version "
+          "folder. In-process only"),
+    Param("options", "dict", None, "night options as a JSON object: iterations, batch, lr, teacher_momentum, "
+          "global_momentum, confidence, seed (defaults in tta/options.py)", cli=False),
+    Param("clear_queue", "bool", None, "archive the day's queue afterwards (default: yes when the night ran "
+          "on the queue)", cli=False),
+]
+
+
+def case_files(cases) -> list:
+    """``cases`` (a folder of images / DICOM series folders, or one image file) -> the image paths."""
+    from pathlib import Path
+
+    from ..io.image import is_image_path
+
+    p = Path(cases)
+    if not p.exists():
+        raise InputError(f"cases {p} does not exist on the backend machine")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if is_image_path(f))
+        if not files:
+            raise InputError(f"no images (NIfTI/NRRD/MHA/DICOM folders) in {p}")
+        return files
+    return [p]
+
+
 @task("dyna.night", needs_image=False, description="DyNA night: self-train a new model version on the "
-      "day's cases (teacher/student/global student); the deployed model is not changed")
+      "day's cases (teacher/student/global student); the deployed model is not changed", params=NIGHT_PARAMS,
+      kind="training", check=_check_night)
 def night(ctx, image, params, inputs):
-    """params: model, cases (paths on the backend machine; default: the model's day queue),
-    out (new checkpoint path; default: the model's version folder), options {...}, clear_queue."""
     import time
     from pathlib import Path
 
     from .dyna import clear_queue, queued_cases, run_night, store_dir
 
-    model = str(params.get("model") or "liver-source")
-    cases = [Path(c) for c in params.get("cases") or []] or queued_cases(model)
-    for c in cases:
-        if not Path(c).exists():
-            raise InputError(f"case {c} does not exist on the backend machine")
-    out = params.get("out") or str(store_dir(model) / "versions" /
-                                   f"{Path(model).stem}-night-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+    model = params["model"]
+    cases = case_files(params["cases"]) if params["cases"] else queued_cases(model)
+    out = params["out"] or str(store_dir(model) / "versions" /
+                               f"{Path(model).stem}-night-{time.strftime('%Y%m%d-%H%M%S')}.pt")
     ctx.progress(0.0, f"night adaptation on {len(cases)} case(s)")
-    report = run_night(model, cases, out, params.get("options") or {},
+    report = run_night(model, cases, out, params["options"],
                        progress=lambda d, t: ctx.progress(0.95 * d / t, f"night: iteration {d}/{t}"),
                        check_cancelled=ctx.check_cancelled)
-    if params.get("clear_queue", not params.get("cases")):
+    clear = params["clear_queue"]
+    if clear if clear is not None else not params["cases"]:
         report["archived_cases"] = clear_queue(model)
     ctx.progress(1.0, "new version written; choose it to deploy it")
     return JobResult(info=report)
 
 
-@task("dyna.status", needs_image=False, description="DyNA: the day's queue, kept versions, deployed model")
+STATUS_PARAMS = [MODEL]
+USE_PARAMS = [MODEL, Param("version", "str", None, "a version name from dyna.status, or the model id itself "
+                                                   "for the original", required=True)]
+
+
+@task("dyna.status", needs_image=False, description="DyNA: the day's queue, kept versions, deployed model",
+      params=STATUS_PARAMS)
 def status(ctx, image, params, inputs):
     from .dyna import deployed, queued_cases, versions
 
-    model = str(params.get("model") or "liver-source")
+    model = params["model"]
     return JobResult(info={"model": model, "queue": [str(p) for p in queued_cases(model)],
                            "versions": versions(model), "deployed": deployed(model)})
 
 
-@task("dyna.use", needs_image=False, description="DyNA: deploy a kept version (or the original model)")
+@task("dyna.use", needs_image=False, description="DyNA: deploy a kept version (or the original model)",
+      params=USE_PARAMS)
 def use(ctx, image, params, inputs):
     from .dyna import choose_version
 
-    model = str(params.get("model") or "liver-source")
-    return JobResult(info={"model": model, "deployed": choose_version(model, str(params["version"]))})
+    model = params["model"]
+    return JobResult(info={"model": model, "deployed": choose_version(model, params["version"])})

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .network import ARCHITECTURE, DEFAULT_ARCH, build_unet, slices_from_volume, to_canonical
+from ..volume import split_slices
+from .network import ARCHITECTURE, DEFAULT_ARCH, build_unet, slice_engine, slices_from_volume
 
 SOURCES = {
     "liver-source": {"structure": "liver", "modality": "ct", "window": [-160.0, 240.0], "size": 128,
@@ -37,7 +38,10 @@ SOURCES = {
 
 
 def held_out(n: int) -> list[int]:
-    return [i for i in range(n) if i % 4 == 2]
+    """The source models' hold-out: `volume.split_slices` ('interleaved:4') counted from slice 2, i.e.
+    every slice with index % 4 == 2 (what the shipped models' cards record). Training uses every
+    other slice; evaluations score only these."""
+    return [i + 2 for i in split_slices("interleaved:4", n - 2)[1]]
 
 
 def source_data(model_id: str):
@@ -55,16 +59,15 @@ def source_data(model_id: str):
 
 
 def mask_slices(mask: np.ndarray, volume, size: int, indices=None):
-    """A bool mask as canonical axial slices at network size (float32 [n, 1, S, S] of 0/1)."""
+    """A bool mask as the source model's slices at network size (float32 [n, 1, S, S] of 0/1)."""
+    import torch
     import torch.nn.functional as F
 
     from .network import _pad_square
-    import torch
 
-    can = to_canonical(mask.astype(np.float32), volume.direction)
-    idx = list(range(can.shape[2])) if indices is None else list(indices)
-    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(can[:, :, idx], 2, 0)))[:, None]
-    t = _pad_square(t)
+    eng = slice_engine(volume)
+    idx = list(range(eng.n_slices)) if indices is None else list(indices)
+    t = _pad_square(torch.from_numpy(eng.stack(mask.astype(np.float32), idx))[:, None])
     if t.shape[-1] != size:
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     return (t > 0.5).float()
@@ -108,15 +111,11 @@ def precise_bn(net, x, batch: int) -> None:
         m.momentum = 0.1
 
 
-def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    s = pred.sum() + ref.sum()
-    return 1.0 if s == 0 else float(2 * np.logical_and(pred, ref).sum() / s)
-
-
 def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 0, log=print) -> Path:
     import torch
-    import torch.nn.functional as F
 
+    from ..losses import dice_ce_loss
+    from ..metrics import dice
     from ..models import save_checkpoint
     from .network import logits_to_slices
 
@@ -144,9 +143,7 @@ def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 
             sel = [train[i] for i in perm[b:b + bs]]
             x, y = _augment(x_all[sel], y_all[sel], gen, spec["intensity_aug"])
             logits = net(x)
-            p = torch.sigmoid(logits)
-            dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-            loss = F.binary_cross_entropy_with_logits(logits, y) + dice
+            loss = dice_ce_loss(logits, y)  # BCE + soft Dice pooled over the batch (smooth 1)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -158,10 +155,9 @@ def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 
     net.eval()
     with torch.no_grad():
         logits = net(x_all[test])
-    can_mask = to_canonical(mask, vol.direction)
     pred = logits_to_slices(logits, shape2d) > 0
-    ref = np.moveaxis(can_mask[:, :, test], 2, 0)
-    d = dice_score(pred, ref)
+    ref = slice_engine(vol, card).stack(mask, test)
+    d = dice(pred, ref)
     log(f"{model_id}: held-out Dice {d:.4f} on {len(test)} slices ({time.time() - t0:.0f} s)")
     card.update({
         "task": "tta", "model_id": model_id, "structures": [spec["structure"]],

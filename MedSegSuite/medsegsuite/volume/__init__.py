@@ -14,8 +14,6 @@ Convention, stated once for the whole package:
 from .geometry import Volume, Geometry, ras_to_lps_matrix
 from .planes import (PLANES, SliceEngine, batches, canonical_axes, check_plane, parse_slices,
                      split_slices)
-from .slicing import extract_slice, insert_slice, slices_along, stack_slices
 
-__all__ = ["Volume", "Geometry", "ras_to_lps_matrix", "extract_slice", "insert_slice",
-           "slices_along", "stack_slices", "PLANES", "SliceEngine", "batches", "canonical_axes",
+__all__ = ["Volume", "Geometry", "ras_to_lps_matrix", "PLANES", "SliceEngine", "batches", "canonical_axes",
            "check_plane", "parse_slices", "split_slices"]

@@ -1,0 +1,55 @@
+"""The typed parameters of the CoSAM tasks, declared once (torch-free, so the CLI builds its options
+from them without importing torch)."""
+from __future__ import annotations
+
+from ..engine.schema import Param
+
+BACKBONES = ("litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "tiny_sam")
+# One forced round follows a click (the user is never vetoed); each further round costs a prompted
+# decoder pass and an error-decoder pass (benchmarks/click_latency.py measures it).
+CLICK_ITERATIONS = 1
+
+SEGMENT_PARAMS = [
+    Param("model", "model", "liver", "CoSAM model: registry id (a checkpoint path only in-process)"),
+    Param("structure", "str", None, "output segment name (default: the model's structure)"),
+    Param("plane", "plane", "axial", "anatomical plane the model segments (from the direction matrix)"),
+    Param("slices", "slices", "all", "slices of that plane: 'all', 'every:K', 'a:b', 'i,j,k' or a list"),
+    Param("roi", "ints", None, "voxel box i0,i1,j0,j1,k0,k1 of the input grid (end exclusive)", length=6),
+    Param("iterations", "int", 4, "correction rounds T (0 = coarse mask only)", range=(0, 16)),
+    Param("k_points", "int", 5, "points generated from the error map per round", range=(0, 32)),
+    Param("window", "floats", None, "intensity window lo,hi (default: the model card's)", length=2),
+    Param("propagate", "bool", False, "let each slice's result seed its neighbour"),
+    Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint for models trained on those"),
+    Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
+    Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
+    Param("image_id", "str", None, "cache key of the image (default: its fingerprint)", cli=False),
+]
+
+
+CLICK_PARAMS = [
+    Param("session", "str", None, "the interactive session cosam.segment started", required=True),
+    Param("iterations", "int", CLICK_ITERATIONS, "correction rounds after the click (the first is always "
+          "accepted; more rounds cost two decoder passes each)", range=(0, 16)),
+    Param("k_points", "int", None, "points generated per round (default: the session's)", range=(0, 32)),
+]
+
+
+TRAIN_PARAMS = [
+    Param("structure", "str", "structure", "segment name the model learns"),
+    Param("plane", "plane", "axial", "anatomical plane of the training slices"),
+    Param("window", "floats", None, "intensity window lo,hi (default: CT -160,240 for CT-like data, else "
+          "percentiles)", length=2),
+    Param("split", "str", "interleaved:4", "'interleaved:K' (every K-th slice held out) or 'block:F' (train on "
+          "the first fraction F of the slices, validate on a far block after a gap)"),
+    Param("steps", "int", 300, "phase-1 steps (coarse head + error decoder)", range=(0, 1_000_000)),
+    Param("refine_steps", "int", None, "phase-2 steps (refine head; default = steps)", range=(0, 1_000_000)),
+    Param("backbone", "choice", "litemedsam", "SAM-family backbone (official ones need backbone_checkpoint)",
+          choices=BACKBONES),
+    Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint file for those backbones"),
+    Param("batch", "int", 8, "slices per step", range=(1, 1024)),
+    Param("lr", "float", 1e-4, "learning rate (Adam, poly decay)", range=(0.0, 1.0)),
+    Param("seed", "int", 0, "random seed"),
+    Param("case_names", "strs", None, "a name per case (reported)", cli=False),
+    Param("domains", "strs", None, "a domain tag per case (scanner/centre), reported per tag"),
+    Param("embedding_cache", "path", None, "keep encoder outputs in this file to reuse across runs"),
+]
