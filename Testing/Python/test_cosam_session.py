@@ -149,3 +149,40 @@ def test_remote_click_returns_the_same_crop_as_local(backend, blob_id):
         server.stop()
     (lo, lc), (ro, rc) = local.crops["blob"], remote.crops["blob"]
     assert tuple(ro) == tuple(lo) and rc.dtype == bool and np.array_equal(rc, lc)
+
+
+def test_next_clicks_error_map_is_prepared_after_the_result(backend, blob_id, monkeypatch):
+    """After a click's result is delivered, the worker computes the error map of the returned mask
+    (`JobContext.after`), so the next click on that slice runs no error-decoder pass while the user waits."""
+    from medsegsuite.cosam.model import CoSAM
+
+    vol = _volume()
+    eng = SliceEngine.for_volume(vol, "axial")
+    r = run_job(backend, "cosam.segment", vol, {"model": blob_id, "iterations": 2, "session": "p"})
+    k = 2
+    sl = eng.slice(r.masks["blob"], k)
+    y, x = np.argwhere(~sl)[0]
+    calls = []
+    real = CoSAM.errors
+    monkeypatch.setattr(CoSAM, "errors", lambda self, emb, mask: calls.append(len(emb)) or real(self, emb, mask))
+    c1 = run_job(backend, "cosam.click", vol, {"session": "p"}, {"points": np.array([[x, y, k, 1]], float)})
+    state = backend.worker.sessions[("local", "p")]
+
+    def prepared():  # the follow-up runs after the result is delivered, still inside the job's turn
+        import time
+
+        t = time.time()
+        while backend.worker.current is not None and time.time() - t < 30:
+            time.sleep(0.01)
+        return state["errors"].get(k)
+
+    err = prepared()
+    assert err is not None and err.ndim == 3
+    assert calls == [1]  # the click itself ran no error pass (the segment job's map was kept)
+    calls.clear()
+    y2, x2 = np.argwhere(eng.slice(apply_crop(r.masks["blob"].copy(), *c1.crops["blob"]), k))[0]
+    c2 = run_job(backend, "cosam.click", vol, {"session": "p"}, {"points": np.array([[x2, y2, k, 0]], float)})
+    assert c2.info["timings"]["prepare_ms"] > 0  # the first click's follow-up ran (and was timed)
+    prepared()
+    assert calls == [1]  # only this click's own follow-up: no error pass while the click was computed
+    backend.close_session("p")

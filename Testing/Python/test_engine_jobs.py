@@ -123,3 +123,35 @@ def test_failed_and_unknown_jobs_leave_segmentation(backend, oblique_volume, sce
     after = _snapshot(seg, g)
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
+
+
+def test_followups_run_after_the_result_is_delivered_and_never_fail_the_job(caplog):
+    """`JobContext.after`: work for the next job runs once this job is done; its failure is only logged."""
+    import threading
+
+    from medsegsuite.engine import LocalBackend
+    from medsegsuite.engine.interface import JobState
+    from medsegsuite.engine.tasks import task
+
+    seen, release = [], threading.Event()
+
+    @task("test.followup", needs_image=False, params=[])
+    def _followup(ctx, image, params, inputs):
+        def later():
+            release.wait(5)
+            seen.append("later")
+        ctx.after(later)
+        ctx.after(lambda: 1 / 0)
+        seen.append("task")
+        return {"info": {"ok": True}}
+
+    with LocalBackend("cpu") as b:
+        job = b.start_job("test.followup")
+        # the result is there while the follow-up still waits
+        assert b.wait(job, timeout=10) == JobState.DONE and b.result(job).info == {"ok": True}
+        assert seen == ["task"]
+        release.set()
+        nxt = b.start_job("test.followup")  # runs only after the follow-ups
+        b.wait(nxt, timeout=10)
+        assert seen[:3] == ["task", "later", "task"] and b.state(job) == JobState.DONE
+    assert "follow-up of job" in caplog.text

@@ -220,3 +220,29 @@ def test_model_import_needs_the_key(srv, tmp_path):
     assert _raw(srv, "PUT", "/models/anon", key=None, content=body).status_code == 401
     with pytest.raises(AuthError):
         RemoteBackend(srv.url, api_key="wrong-key-0123456789").import_model(f, "anon")
+
+
+@task("test_remote2.chatty", needs_image=False, description="test-only: many progress events", params=[])
+def _chatty(ctx, image, params, inputs):
+    for i in range(20):
+        time.sleep(0.005)
+        ctx.progress(i / 20, f"step {i}")
+    return JobResult(info={"done": True})
+
+
+def test_a_wait_without_progress_display_is_one_long_poll(srv):
+    """A click shows no progress: its wait is one request until the job ends, not one per event."""
+    with RemoteBackend(srv.url, api_key=KEY) as b:
+        calls = []
+        real = b._job_request
+        b._job_request = lambda job_id, method, path, **kw: calls.append(path) or real(job_id, method, path, **kw)
+        job = b.start_job("test_remote2.chatty")
+        assert b.wait(job, timeout=30).value == "done"
+        assert b.result(job).info == {"done": True}
+        assert calls == [f"/jobs/{job}/result"]  # waited for and fetched in one round trip
+        calls.clear()
+        seen = []
+        job = b.start_job("test_remote2.chatty")
+        b.wait(job, timeout=30, on_event=seen.append)  # a progress bar still sees every event
+        assert [e.state.value for e in seen][-1] == "done" and len(seen) >= 20
+        assert b.result(job).info == {"done": True}

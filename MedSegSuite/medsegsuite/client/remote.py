@@ -73,6 +73,7 @@ class RemoteBackend:
         self._images: OrderedDict[str, Volume] = OrderedDict()  # recently set: re-uploaded after a reconnect
         self._on_server: set[str] = set()      # image ids the current session holds
         self._jobs: dict[str, str] = {}        # job id -> session it was started in
+        self._ready: dict[str, bytes] = {}     # job id -> result body already received by wait()
         self.session_id: str | None = None
         self.server_info: dict = {}
         self._state, self._error, self._last_ok = DISCONNECTED, "", None
@@ -389,8 +390,14 @@ class RemoteBackend:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
-            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params={"since": seen, "wait": left},
-                                  timeout=self.timeout + left).json()
+            if on_event is None:  # nobody shows progress (a click): ask for the result itself, one round trip
+                ended = self._wait_for_result(job_id, left)
+                if ended is not None:
+                    return ended
+            q = {"since": seen, "wait": left}
+            if on_event is None:  # nobody shows progress: one long-poll until the job ends
+                q["until"] = "end"
+            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params=q, timeout=self.timeout + left).json()
             for d in r["events"]:
                 e = JobEvent.from_dict(d)
                 seen = max(seen, e.seq)
@@ -404,17 +411,42 @@ class RemoteBackend:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} still {state.value} after {timeout} s")
 
+    def _wait_for_result(self, job_id: str, wait: float) -> JobState | None:
+        """Long-poll ``/result`` (the server waits until the job ends): DONE with the body kept for
+        `result`, FAILED/CANCELLED, or None when it is still running (or the server does not wait)."""
+        try:
+            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/result", params={"wait": wait},
+                                  timeout=self.timeout + wait)
+        except JobFailed as e:  # the server said failed or cancelled
+            return e.state
+        except RemoteError as e:
+            if e.code == P.E_JOB_FAILED:
+                return JobState.FAILED
+            if e.code == P.E_JOB_CANCELLED:
+                return JobState.CANCELLED
+            if e.code == P.E_JOB_NOT_DONE:
+                return None
+            raise
+        with self._lock:
+            self._ready[job_id] = r.content
+            while len(self._ready) > 8:  # results nobody fetched: keep a few
+                self._ready.pop(next(iter(self._ready)))
+        return JobState.DONE
+
     def cancel(self, job_id: str) -> None:
         self._job_request(job_id, "POST", f"/jobs/{job_id}/cancel")
 
     def result(self, job_id: str) -> JobResult:
-        try:
-            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/result")
-        except RemoteError as e:
-            if e.code == P.E_JOB_NOT_DONE:
-                raise JobFailed(str(e), self.state(job_id)) from None
-            raise
-        meta, arrays = wire.unpack(r.content, _RESULT_LIMITS, check_finite=False)
+        with self._lock:
+            body = self._ready.pop(job_id, None)
+        if body is None:
+            try:
+                body = self._job_request(job_id, "GET", f"/jobs/{job_id}/result").content
+            except RemoteError as e:
+                if e.code == P.E_JOB_NOT_DONE:
+                    raise JobFailed(str(e), self.state(job_id)) from None
+                raise
+        meta, arrays = wire.unpack(body, _RESULT_LIMITS, check_finite=False)
         masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask/")}
         extra = {k[6:]: v for k, v in arrays.items() if k.startswith("array/")}
         offsets = meta.get("crops") or {}

@@ -81,7 +81,7 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
     hw = engine.slice_shape
     final: dict = {}
     kept = [dict() for _ in range(rounds + 1)] if keep_rounds else None
-    per_slice, errors = {}, {}
+    per_slice, errors, pending = {}, {}, {}
     t_loop = t_dec = 0.0
     order = [[i] for i in indices] if propagate else [indices[s:s + batch] for s in range(0, len(indices), batch)]
     device = next(model.parameters()).device
@@ -116,6 +116,8 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
         res = self_correct(model, emb, rounds, k_points, start_logits=start_logits, clicks=ck, start_error=start_error)
         if keep_errors and res.final_error is not None:
             errors.update({i: res.final_error[j].half() for j, i in enumerate(chunk)})
+        elif keep_errors:  # a forced last round computed no error map: leave its inputs for later
+            pending.update({i: (emb[j:j + 1], (res.rounds[-1][j:j + 1] > 0).float()) for j, i in enumerate(chunk)})
         prev_final = res.rounds[-1]
         t2 = time.perf_counter()
         t_loop += t2 - t1
@@ -146,7 +148,20 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
             "seconds_decode": round(t_loop + t_dec, 3), "propagate": bool(propagate)}
     timings = {"embed_ms": round(1000 * t_enc, 2), "loop_ms": round(1000 * t_loop, 2),
                "decode_ms": round(1000 * t_dec, 2)}
-    return {"final": final, "rounds": kept, "info": info, "timings": timings, "errors": errors}
+    return {"final": final, "rounds": kept, "info": info, "timings": timings, "errors": errors,
+            "pending_errors": pending}
+
+
+def error_maps(model, pending: dict) -> dict:
+    """{slice: (embedding (1, C, h, w), low-res mask (1, 1, S, S))} -> {slice: (1, S, S) fp16 error
+    probabilities}: the maps a forced round skipped, computed later (see `JobContext.after`)."""
+    if not pending:
+        return {}
+    keys = list(pending)
+    with torch.inference_mode():
+        emb = torch.cat([pending[k][0] for k in keys]).float()
+        err = torch.sigmoid(model.errors(emb, torch.cat([pending[k][1] for k in keys]).to(emb)))
+    return {k: err[j].half() for j, k in enumerate(keys)}
 
 
 def segment_volume(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,

@@ -25,7 +25,7 @@ from ..volume import SliceEngine, split_slices
 from .backbones import base_name, load_backbone
 from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
-from .pipeline import correct_slices, segment_volume
+from .pipeline import correct_slices, error_maps, segment_volume
 
 def _models_cache(ctx):
     return ctx.cache.models if ctx.cache is not None else None
@@ -180,11 +180,19 @@ def click(ctx, image, params, inputs):
     tm = out["timings"]
     timings = {"validate_ms": round(1000 * (t1 - t0), 2), "embed_ms": tm["embed_ms"], "loop_ms": tm["loop_ms"],
                "decode_ms": round(tm["decode_ms"] + 1000 * (t3 - t2), 2), "total_ms": round(1000 * (t3 - t0), 2),
-               "cpu_ms": round(1000 * (time.process_time() - c0), 2)}  # process CPU time: all threads
+               "cpu_ms": round(1000 * (time.process_time() - c0), 2),  # process CPU time: all threads
+               "prepare_ms": s.pop("prepare_ms", 0.0)}  # the last click's follow-up, done after its result
     info = {"session": name, "structure": s["structure"], "plane": engine.plane, "slices": slices,
             "offset": offset, "crop_shape": list(crop.shape), "per_slice": per_slice,
             "clicks": {str(k): len(s["clicks"][k]) for k in slices}, "encoder_calls": pred.encoder_calls,
             "timings": timings}
+    pending = out["pending_errors"]
+    if pending:  # the next click on these slices needs their error maps: made while the user looks
+        def prepare_next_click():
+            a = time.perf_counter()
+            s["errors"].update(error_maps(net, pending))
+            s["prepare_ms"] = round(1000 * (time.perf_counter() - a), 2)
+        ctx.after(prepare_next_click)
     return JobResult(crops={s["structure"]: (tuple(offset), crop)}, info=info)
 
 

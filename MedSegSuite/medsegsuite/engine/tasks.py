@@ -115,6 +115,13 @@ class JobContext:
     _cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.time)
     session: dict | None = None  # state an interactive session keeps between its jobs (see Worker)
+    followups: list = field(default_factory=list)
+
+    def after(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the worker right after this job's result is delivered: work the *next* job
+        will need (e.g. the error map of the mask just returned) is done while the user looks at the
+        result, not while they wait for it. A failing follow-up is logged and changes nothing."""
+        self.followups.append(fn)
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.check_cancelled()

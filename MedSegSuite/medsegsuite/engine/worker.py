@@ -219,6 +219,12 @@ class Worker:
                 job.error = f"{type(e).__name__}: {e}"
                 log.error("job %s (%s) failed:\n%s", job.id, job.task, traceback.format_exc())
             job.emit(JobState.FAILED, job.events[-1].fraction, job.error)
+        if job.state == JobState.DONE:
+            for fn in ctx.followups:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - the job is delivered; a follow-up only prepares the next
+                    log.error("follow-up of job %s (%s) failed:\n%s", job.id, job.task, traceback.format_exc())
 
     def _session(self, job: Job) -> dict | None:
         name = job.params.get("session")

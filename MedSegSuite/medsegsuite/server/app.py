@@ -320,16 +320,20 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         return _job_state(state.sessions.job_of(s, job_id))
 
     @api.get("/jobs/{job_id}/events")
-    def job_events(job_id: str, since: int = 0, wait: float = 0.0, s=Depends(session)):
-        """Events with seq > since; waits up to ``wait`` seconds (long-poll) for one to arrive."""
+    def job_events(job_id: str, since: int = 0, wait: float = 0.0, until: str = "event", s=Depends(session)):
+        """Events with seq > since; waits up to ``wait`` seconds (long-poll) for one to arrive, or, with
+        ``until=end`` (a client that shows no progress, e.g. a click), for the job to end: one round
+        trip instead of one per event."""
         job = state.sessions.job_of(s, job_id)
         deadline = time.monotonic() + max(0.0, min(wait, config.longpoll_max))
+        to_end = until == "end"
         while True:
             with job._lock:
                 evs = [e.to_dict() for e in job.events if e.seq > since]
-            if evs or job.state in TERMINAL_STATES or time.monotonic() >= deadline:
+            if (evs and not to_end) or job.state in TERMINAL_STATES or time.monotonic() >= deadline:
                 return {"state": job.state.value, "events": evs}
-            job.done_event.wait(0.005)
+            # until the end: sleep on the job's done event (no polling beside a running click)
+            job.done_event.wait(max(0.0, deadline - time.monotonic()) if to_end else 0.005)
 
     @api.post("/jobs/{job_id}/cancel")
     def job_cancel(job_id: str, s=Depends(session)):
@@ -338,8 +342,12 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         return _job_state(job)
 
     @api.get("/jobs/{job_id}/result")
-    def job_result(job_id: str, s=Depends(session)):
+    def job_result(job_id: str, wait: float = 0.0, s=Depends(session)):
+        """The result of a done job; ``wait`` > 0 first waits (long-poll, bounded) for the job to end,
+        so a client that shows no progress gets its answer in one round trip."""
         job = state.sessions.job_of(s, job_id)
+        if wait > 0:
+            job.done_event.wait(max(0.0, min(wait, config.longpoll_max)))
         if job.state == JobState.DONE:
             r = job.result
             arrays = {f"mask/{k}": wire.Crop(v) for k, v in r.masks.items()}
