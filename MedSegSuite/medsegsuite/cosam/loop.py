@@ -58,7 +58,8 @@ def self_correct(model, emb, rounds: int = 4, k_points: int = 5, start_logits=No
     """Run the loop. ``clicks``: per slice None or (points (n, 2) x, y on the low-res grid, labels).
 
     ``start_error``: error probabilities (B, 1, S, S) of the start mask when already known (an
-    interactive session keeps the last ones), which saves an error-decoder pass. When the last round
+    interactive session keeps the map of the mask the user clicked on, i.e. before this call paints
+    the new clicks in), which saves an error-decoder pass. When the last round
     is a forced one (one round after a click), its error map is never used, so it is not computed
     and ``final_error`` is None."""
     B = emb.shape[0]
