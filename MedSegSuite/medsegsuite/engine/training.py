@@ -282,15 +282,9 @@ class TrainingLane:
             self._cv.notify_all()
 
     def _next(self):
-        for client in list(self._queues):
-            q = self._queues[client]
-            while q and q[0].state in TERMINAL_STATES:
-                q.popleft()
-            if q:
-                job = q.popleft()
-                self._queues.move_to_end(client)
-                return job
-        return None
+        from .worker import next_round_robin
+
+        return next_round_robin(self._queues)
 
     def _dispatch(self):
         while True:

@@ -59,6 +59,20 @@ def _is_oom(e: BaseException) -> bool:
     return "OutOfMemory" in name or "out of memory" in str(e).lower()
 
 
+def next_round_robin(queues: "OrderedDict[str, deque]") -> Job | None:
+    """Round-robin over clients: take the head of the first non-empty queue (skipping jobs cancelled
+    while queued), then rotate that client to the back."""
+    for client in list(queues):
+        q = queues[client]
+        while q and q[0].state in TERMINAL_STATES:
+            q.popleft()
+        if q:
+            job = q.popleft()
+            queues.move_to_end(client)
+            return job
+    return None
+
+
 class Worker:
     """Runs jobs on one thread. ``images`` maps image id -> Volume (owned by the backend)."""
 
@@ -118,16 +132,7 @@ class Worker:
             del self.jobs[j.id]
 
     def _next(self) -> Job | None:
-        """Round-robin over clients: take the head of the first non-empty queue, then rotate."""
-        for client in list(self._queues):
-            q = self._queues[client]
-            while q and q[0].state in TERMINAL_STATES:  # cancelled while queued
-                q.popleft()
-            if q:
-                job = q.popleft()
-                self._queues.move_to_end(client)
-                return job
-        return None
+        return next_round_robin(self._queues)
 
     def cancel(self, job_id: str) -> None:
         job = self.jobs.get(job_id)

@@ -56,12 +56,11 @@ ABLATION_ALPHAS = (0.02, 0.05)  # VPTTA prompt sizes beyond the published α = 0
 
 def evaluate_dataset(model_id: str, methods, n_slices: int, night_iterations: int, log=print,
                      alphas=ABLATION_ALPHAS) -> dict:
-    import torch
 
     from .common import NoAdaptation
     from .dyna import run_night
     from .network import load_source_model, logits_to_slices, slice_engine, slices_from_volume
-    from .pipeline import make_adapter, plain_logits, stream_logits
+    from .pipeline import make_adapter, stream_logits
     from .shifts import CENTRES
     from .train import source_data
 
