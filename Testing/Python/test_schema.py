@@ -76,3 +76,22 @@ def test_every_task_declares_its_parameters_and_lists_them():
             assert p["help"], f"{t['name']}.{p['name']} has no help text"
     assert not any(p["name"] == "axis" for t in listing.values() for p in t["params"]), "tasks speak planes"
     assert listing["cosam.train"]["kind"] == listing["scribble.train"]["kind"] == "training"
+
+
+@pytest.mark.parametrize("task", ["sam.oracle_box", "cosam.segment"])
+def test_a_client_cannot_choose_the_embedding_cache_key(task):
+    """Filing an image's embeddings under another image's id made another client's next mask come
+    from the wrong image; the cache key is always the image's own fingerprint, never a parameter."""
+    from medsegsuite.engine import LocalBackend
+
+    with LocalBackend("cpu") as b:
+        with pytest.raises(InputError, match="unknown parameter.*image_id"):
+            b.worker.submit(task, _any_image(b), {"image_id": "0" * 32}, {})
+
+
+def _any_image(backend):
+    import numpy as np
+
+    from medsegsuite.volume import Volume
+
+    return backend.set_image(Volume(np.zeros((4, 4, 4), np.float32)))

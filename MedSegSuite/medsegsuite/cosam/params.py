@@ -22,7 +22,6 @@ SEGMENT_PARAMS = [
     Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint for models trained on those"),
     Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
     Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
-    Param("image_id", "str", None, "cache key of the image (default: its fingerprint)", cli=False),
 ]
 
 

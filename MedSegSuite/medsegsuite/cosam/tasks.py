@@ -96,7 +96,7 @@ def segment(ctx, image, params, inputs):
     start = (inputs or {}).get("start")
     if start is not None and np.shape(start) != arr.shape:
         raise InputError(f"the start mask has shape {np.shape(start)}, the image is {arr.shape}")
-    image_id = params["image_id"] or image.fingerprint()
+    image_id = image.fingerprint()  # the cache key: never a client's choice
     keep_rounds = params["return_rounds"]
     out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
                          params["k_points"], clicks, None if start is None else np.asarray(start, bool),

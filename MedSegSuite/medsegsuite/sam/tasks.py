@@ -28,7 +28,6 @@ ORACLE_BOX_PARAMS = [
     Param("window", "floats", None, "intensity window lo hi (default: 0.5/99.5 percentiles per slice)", length=2),
     Param("margin", "int", 1, "pixels added around each component's box", range=(0, 64)),
     Param("backbone", "choice", "litemedsam", "SAM-family backbone", choices=("litemedsam",)),
-    Param("image_id", "str", None, "cache key of the image (default: its fingerprint)", cli=False),
 ]
 
 
@@ -46,7 +45,7 @@ def oracle_box(ctx, image, params, inputs):
         if np.shape(m) != arr.shape:
             raise InputError(f"reference mask '{name}' has shape {np.shape(m)}, image is {arr.shape}")
     pred = get_predictor(ctx, params["backbone"])
-    image_id = params["image_id"] or image.fingerprint()
+    image_id = image.fingerprint()  # the cache key: never a client's choice
     total = len(indices)
     embs = pred.embeddings(arr, image_id, engine, indices, window,
                            progress=lambda d, t: ctx.progress(0.9 * d / max(t, 1), f"encoded {d}/{t} slices"))
