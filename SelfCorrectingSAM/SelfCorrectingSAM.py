@@ -213,9 +213,13 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def enter(self):
         self.refreshModels()
 
+    OPTION_WIDGETS = {"model": "modelComboBox", "structure": "structureLineEdit", "iterations": "iterationsSpinBox", "slices": "slicesLineEdit", "propagate": "propagateCheckBox"}
+
     def refreshModels(self):
-        """The model list comes from the backend in use (local or the server)."""
-        from MedSegSuiteLib.gui import fill_model_combo
+        """The model list and the options' tooltips come from the backend in use (local or the server)."""
+        from MedSegSuiteLib.gui import apply_option_help, fill_model_combo
+
+        apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS)
 
         fill_model_combo(self.ui.modelComboBox, self.logic, "liver")
 

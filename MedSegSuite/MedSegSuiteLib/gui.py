@@ -93,3 +93,15 @@ def fill_model_combo(combo, logic, default: str = "") -> None:
         combo.addItem(model_id)
     combo.setEditText(current)
 
+
+def apply_option_help(ui, logic, widgets: dict, task: str | None = None) -> None:
+    """Set each option widget's tooltip ({parameter: widget name}) from the task's schema."""
+    try:
+        texts = logic.param_help(task)
+    except Exception:  # noqa: BLE001 - an unreachable server keeps the .ui tooltips
+        return
+    for param, name in widgets.items():
+        widget = getattr(ui, name, None)
+        if widget is not None and param in texts:
+            widget.toolTip = texts[param]
+

@@ -64,6 +64,17 @@ class MethodLogic:
     def model_ids(self, task: str | None = None) -> list[str]:
         return [m["id"] for m in self.models(task)]
 
+    def param_help(self, task: str | None = None) -> dict:
+        """{parameter: help text with its default and allowed values} of ``task`` (default this panel's),
+        from the task schema of the backend in use: a panel's tooltips never drift from what runs."""
+        from medsegsuite.engine.schema import Param
+
+        name = task or self.TASK
+        for t in self.backend().list_tasks():
+            if t["name"] == name:
+                return {p["name"]: Param.from_dict(p).describe() for p in t.get("params") or []}
+        return {}
+
     def has_task(self, task: str | None = None) -> bool:
         return (task or self.TASK) in self.backend().handshake().get("tasks", [])
 

@@ -43,3 +43,25 @@ def test_widget_refreshes_its_model_list_on_setup_and_enter(name):
         assert "refreshModels" in calls, f"{name}Widget.{m} does not refresh the model list"
     src = ast.unparse(methods["refreshModels"])
     assert "fill_model_combo" in src and "modelComboBox" in src
+
+
+@pytest.mark.parametrize("name", sorted(PANELS))
+def test_option_tooltips_come_from_the_task_schema(name, backend):
+    import re
+
+    logic = _logic(name, backend)
+    tree = ast.parse((ROOT / name / f"{name}.py").read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{name}Widget")
+    assign = next(a for a in widget.body if isinstance(a, ast.Assign) and a.targets[0].id == "OPTION_WIDGETS")
+    widgets = ast.literal_eval(assign.value)
+    call = next(c for c in ast.walk(widget) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "apply_option_help")
+    task = ast.literal_eval(call.args[3]) if len(call.args) > 3 else logic.TASK
+    texts = logic.param_help(task)
+    ui = (ROOT / name / "Resources" / "UI" / f"{name}.ui").read_text(encoding="utf-8")
+    schema = {t["name"]: {p["name"]: p for p in t["params"]} for t in backend.list_tasks()}[task]
+    for param, w in widgets.items():
+        assert param in texts, f"{name}: {task} has no parameter {param}"
+        assert re.search(f'name="{w}"', ui), f"{name}.ui has no widget {w}"
+        assert schema[param]["help"] in texts[param]
+        if schema[param]["default"] is not None:
+            assert f"default {schema[param]['default']}" in texts[param]

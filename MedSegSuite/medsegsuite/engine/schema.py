@@ -140,6 +140,14 @@ class Param:
             return value
         raise AssertionError(t)  # pragma: no cover
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Param":
+        """The inverse of `to_dict` (a server's ``GET /tasks`` listing back into Params)."""
+        return cls(d["name"], d["type"], d.get("default"), d.get("help", ""),
+                   tuple(d["range"]) if d.get("range") is not None else None,
+                   tuple(d["choices"]) if d.get("choices") is not None else None,
+                   d.get("length"), bool(d.get("required", False)))
+
     def to_dict(self) -> dict:
         d = {"name": self.name, "type": self.type, "default": self.default, "help": self.help,
              "required": self.required}
