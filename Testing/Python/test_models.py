@@ -83,3 +83,25 @@ def test_import_checkpoint_registers_in_user_folder(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
         ModelRegistry().import_checkpoint(bad, "bad")
+
+
+def test_a_checkpoint_path_is_read_once_per_file_identity(tmp_path):
+    """A model named by its path (in-process use) is read once, not on every job; a changed file is read again."""
+    import torch
+
+    from medsegsuite.models import loader
+    from medsegsuite.models.checkpoints import save_checkpoint
+    from medsegsuite.models.registry import resolve_model
+
+    f = save_checkpoint(tmp_path / "m.pt", "tta-unet2d", {"w": torch.zeros(3)}, {"structures": ["liver"]})
+    reads = loader.stats["reads"]
+    for _ in range(3):
+        e = resolve_model(str(f))
+    assert e.architecture == "tta-unet2d" and e.structures == ["liver"]
+    assert loader.stats["reads"] == reads + 1
+    import os
+    import time
+
+    save_checkpoint(f, "tta-unet2d", {"w": torch.ones(3)}, {"structures": ["spleen"]})
+    os.utime(f, (time.time() + 5, time.time() + 5))  # a new mtime even on a coarse clock
+    assert resolve_model(str(f)).structures == ["spleen"] and loader.stats["reads"] == reads + 2

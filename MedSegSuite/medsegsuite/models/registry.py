@@ -145,8 +145,12 @@ def resolve_model(model: str, registry: ModelRegistry | None = None) -> ModelEnt
         return registry.get(model)
     p = Path(model)
     if p.exists():
-        obj = load_checkpoint(p)
-        return ModelEntry(id=p.stem, file=str(p.resolve()), architecture=obj.get("architecture", "unknown"),
-                          structures=list((obj.get("card") or {}).get("structures", [])))
+        from .loader import read_entry  # read once per file identity, as registered models are
+
+        entry = ModelEntry(id=p.stem, file=str(p.resolve()), architecture="unknown")
+        obj, _ = read_entry(entry)
+        entry.architecture = obj.get("architecture", "unknown")
+        entry.structures = list((obj.get("card") or {}).get("structures", []))
+        return entry
     raise CheckpointError(f"'{model}' is neither a registered model id ({', '.join(sorted(registry.entries))}) "
                           "nor an existing checkpoint file")
