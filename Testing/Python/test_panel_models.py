@@ -58,7 +58,7 @@ def test_option_tooltips_come_from_the_task_schema(name, backend):
     task = ast.literal_eval(call.args[3]) if len(call.args) > 3 else logic.TASK
     texts = logic.param_help(task)
     ui = (ROOT / name / "Resources" / "UI" / f"{name}.ui").read_text(encoding="utf-8")
-    schema = {t["name"]: {p["name"]: p for p in t["params"]} for t in backend.list_tasks()}[task]
+    schema = {t["name"]: {p["name"]: p for p in t["params"] or []} for t in backend.list_tasks()}[task]
     for param, w in widgets.items():
         assert param in texts, f"{name}: {task} has no parameter {param}"
         assert re.search(f'name="{w}"', ui), f"{name}.ui has no widget {w}"
