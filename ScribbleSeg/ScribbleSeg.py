@@ -37,7 +37,9 @@ class ScribbleSeg(ScriptedLoadableModule):
         self.parent.helpText = (
             "Scribble a few strokes per structure (segments named after the structures, plus one "
             "named 'background'), train a model from them and segment the volume.")
-        self.parent.acknowledgementText = ""
+        self.parent.acknowledgementText = (
+            "MaCo: continuous pseudo labels and masked context modelling for scribble-supervised segmentation. "
+            "Networks and losses: MONAI (Apache-2.0).")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ class TestTimeAdapt(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segments a case from another scanner or centre with a frozen source model that adapts "
             "to this one case at test time (VPTTA, GraTa, DyNA; TENT as baseline).")
-        self.parent.acknowledgementText = ""
+        self.parent.acknowledgementText = (
+            "VPTTA and GraTa follow their authors' reference implementations (Chen-Ziyang/VPTTA, "
+            "Chen-Ziyang/GraTa); DyNA and TENT as published. Source networks: MONAI (Apache-2.0).")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -85,6 +85,20 @@ def test_module_imports_on_slicer_core(name):
     assert logic is not None
 
 
+@pytest.mark.parametrize("name", MODULES)
+def test_module_metadata_passes_slicers_generic_test(name):
+    """Slicer's generated generic test (WITH_GENERIC_TESTS) asserts title, categories, contributors,
+    help and acknowledgement text are all set."""
+    class Parent:
+        pass
+
+    parent = Parent()
+    getattr(_module(name), name)(parent)
+    for attr in ("title", "helpText", "acknowledgementText"):
+        assert str(getattr(parent, attr, "")).strip(), f"{name}: parent.{attr} is empty"
+    assert parent.categories and parent.contributors
+
+
 def test_method_logics_build_requests(oblique_volume):
     from MedSegSuiteLib import prompts, segments
     from MedSegSuiteLib.volumes import matrix_to_numpy, volume_to_node
