@@ -209,6 +209,26 @@ def _importable(job) -> bool:
     return fn.__module__ != "__main__" or bool(getattr(sys.modules.get("__main__"), "__file__", None))
 
 
+def _wait_stopped(pids, timeout: float = 0.05) -> None:
+    """SIGSTOP is delivered asynchronously: wait (briefly, bounded) until every thread of each process
+    is stopped, so the click that follows has the cores to itself from its first instruction (Linux
+    /proc; elsewhere nothing to wait on)."""
+    deadline = time.monotonic() + timeout
+    for pid in list(pids):
+        task_dir = f"/proc/{pid}/task"
+        while time.monotonic() < deadline:
+            try:
+                states = []
+                for tid in os.listdir(task_dir):
+                    with open(f"{task_dir}/{tid}/stat", "rb") as f:
+                        states.append(f.read().rsplit(b")", 1)[1].split()[0])
+            except OSError:
+                break  # gone, or no /proc
+            if all(st in (b"T", b"t", b"Z", b"X") for st in states):
+                break
+            time.sleep(0.0005)
+
+
 class TrainingLane:
     """Runs training jobs ``slots`` at a time, each in its own spawned process (``mode="process"``)
     or, where no Python can be spawned (a Slicer without PythonSlicer), on a thread of its own."""
@@ -250,6 +270,7 @@ class TrainingLane:
                     self._paused.add(p.pid)
                 except OSError:
                     pass
+            _wait_stopped(self._paused)
             return bool(self._paused)
 
     def resume(self) -> None:
