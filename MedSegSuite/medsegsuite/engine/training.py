@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import wire
 from ..errors import InputError, JobCancelled, MedSegError
 from .interface import TERMINAL_STATES, JobResult, JobState
+from .worker import is_oom, next_round_robin
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,6 @@ def _resolve(module: str, qualname: str):
     return obj
 
 
-def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or "OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower()
-
-
 def child_main(conn, cancel, job_id: str, task: str, module: str, qualname: str, device: str,
                threads: int, nice: int) -> None:
     """Entry point of a training process: read the request, run the task, send events and the result."""
@@ -153,7 +150,7 @@ def child_main(conn, cancel, job_id: str, task: str, module: str, qualname: str,
     except MedSegError as e:
         _send(conn, {"type": "error", "message": str(e)})
     except BaseException as e:  # noqa: BLE001 - report every failure to the parent
-        if _is_oom(e):
+        if is_oom(e):
             msg = (f"out of memory on {device} while running '{task}': train on fewer or smaller cases, "
                    "a smaller batch, or another device")
         else:
@@ -303,8 +300,6 @@ class TrainingLane:
             self._cv.notify_all()
 
     def _next(self):
-        from .worker import next_round_robin
-
         return next_round_robin(self._queues)
 
     def _dispatch(self):

@@ -54,9 +54,9 @@ class Job:
                 self.done_event.set()
 
 
-def _is_oom(e: BaseException) -> bool:
-    name = type(e).__name__
-    return "OutOfMemory" in name or "out of memory" in str(e).lower()
+def is_oom(e: BaseException) -> bool:
+    """Out of memory: host (MemoryError) or device (torch's OutOfMemoryError, 'out of memory')."""
+    return isinstance(e, MemoryError) or "OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower()
 
 
 def next_round_robin(queues: "OrderedDict[str, deque]") -> Job | None:
@@ -210,7 +210,7 @@ class Worker:
             job.error = str(e)
             job.emit(JobState.FAILED, job.events[-1].fraction, str(e))
         except Exception as e:  # noqa: BLE001 - a job failure must never kill the worker
-            if _is_oom(e):
+            if is_oom(e):
                 job.error = (f"out of memory on {self.device} while running '{job.task}': use a smaller "
                              "slice range/ROI, a smaller model, or the CPU")
                 try:
