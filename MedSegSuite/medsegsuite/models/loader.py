@@ -10,7 +10,6 @@ options). A file that changes on disk is a new identity: it is verified and buil
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -115,18 +114,3 @@ def load_model(model: str, device: str = "cpu", expect: str | None = None, cache
     with _lock:
         _remember(_built, key, loaded, MAX_BUILT)
     return loaded
-
-
-def clear_cache() -> None:
-    with _lock:
-        _built.clear()
-        _raw.clear()
-
-
-def cache_dir() -> Path:
-    """Where derived artefacts of models (exported encoders, …) are cached per model version."""
-    from .registry import user_home
-
-    d = Path(os.environ.get("MEDSEGSUITE_CACHE", user_home() / "cache"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
