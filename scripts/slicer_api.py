@@ -259,6 +259,25 @@ def read_python(slicer: Path, rev: str) -> dict:
     return out
 
 
+TERMINOLOGY_DIR = "Modules/Loadable/Terminologies/Resources/"
+
+
+def read_terminology(slicer: Path, rev: str) -> dict:
+    """Slicer's bundled segmentation terminologies: context name -> category code -> type code -> meaning
+    (codes as 'scheme^value', the form of a segment's TerminologyEntry tag)."""
+    files = [f for f in _git(slicer, "ls-tree", "-r", "--name-only", rev).splitlines()
+             if f.startswith(TERMINOLOGY_DIR + "SegmentationCategoryTypeModifier-") and f.endswith(".json")]
+    out = {}
+    for f in files:
+        d = json.loads(_git(slicer, "show", f"{rev}:{f}"))
+        ctx = out.setdefault(d["SegmentationCategoryTypeContextName"], {})
+        for c in d["SegmentationCodes"]["Category"]:
+            cat = ctx.setdefault(f"{c['CodingSchemeDesignator']}^{c['CodeValue']}", {})
+            for t in c.get("Type", []):
+                cat[f"{t['CodingSchemeDesignator']}^{t['CodeValue']}"] = t["CodeMeaning"]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "--git-dir", str(repo), *args], check=True, capture_output=True,
@@ -373,6 +392,7 @@ def main(argv=None) -> int:
         qt_names |= {b for e in classes.values() for b in e["bases"] if b.startswith("Q")}
         tags[tag] = {"slicer_commit": slicer_commit, "ctk_commit": ctk_commit,
                      "python": _python_version(a.slicer, tag), "python_api": read_python(a.slicer, slicer_commit),
+                     "terminology": read_terminology(a.slicer, slicer_commit),
                      "classes": dict(sorted(classes.items()))}
         print(f"{tag}: Slicer {slicer_commit[:10]}, CTK {ctk_commit[:10]}, {len(classes)} classes", file=sys.stderr)
     qt = read_qt(a.qt_python, sorted(qt_names))
