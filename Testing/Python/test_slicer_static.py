@@ -297,3 +297,59 @@ def test_installed_layout_imports_from_qt_scripted_modules(tmp_path):
     shipped = {e["id"] for p in (ROOT / "Resources" / "Models").glob("*.registry.json")
                for e in json.loads(p.read_text())}
     assert shipped and all(out["models"].get(i) == str(lib / "Resources" / "Models") for i in shipped), out["models"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The top-level CMakeLists.txt, configured against a stand-in Slicer package
+_STUB_CONFIG = """
+set(Slicer_USE_FILE "${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake")
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer-@MM@/qt-scripted-modules")
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer-@MM@/qt-scripted-modules")
+set(Slicer_REQUIRED_PYTHON_VERSION "@PY@")
+string(REGEX MATCH "^[0-9]+\\\\.[0-9]+" Slicer_REQUIRED_PYTHON_VERSION_DOT "@PY@")
+set(Slicer_EXTENSION_GENERATE_CONFIG "${CMAKE_CURRENT_LIST_DIR}/Empty.cmake")
+set(Slicer_EXTENSION_CPACK "${CMAKE_CURRENT_LIST_DIR}/Empty.cmake")
+"""
+_STUB_VERSION = """
+set(PACKAGE_VERSION "@V@")
+if(PACKAGE_VERSION VERSION_LESS PACKAGE_FIND_VERSION)
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+else()
+  set(PACKAGE_VERSION_COMPATIBLE TRUE)
+endif()
+"""
+_STUB_USE = """
+macro(slicerMacroBuildScriptedModule)
+  message(STATUS "stub scripted module: ${ARGN}")
+endmacro()
+macro(slicer_add_python_unittest)
+endmacro()
+"""
+
+
+def _configure(tmp_path: Path, version: str, python: str):
+    stub = tmp_path / f"slicer-{version}"
+    stub.mkdir()
+    mm = ".".join(version.split(".")[:2])
+    (stub / "SlicerConfig.cmake").write_text(_STUB_CONFIG.replace("@MM@", mm).replace("@PY@", python))
+    (stub / "SlicerConfigVersion.cmake").write_text(_STUB_VERSION.replace("@V@", version))
+    (stub / "UseSlicer.cmake").write_text(_STUB_USE)
+    (stub / "Empty.cmake").write_text("")
+    build = tmp_path / f"build-{version}"
+    r = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}", "-DBUILD_TESTING=OFF"],
+                       capture_output=True, text=True, timeout=180)
+    return r, build / f"lib/Slicer-{mm}/qt-scripted-modules"
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cmake_floor_and_build_tree_models(tmp_path):
+    """Configuring against Slicer 5.10 (Python 3.12) works and puts Resources/Models where build-tree
+    ctests look; Slicer 5.8.1 (Python 3.9.10) is refused at configure time with the floor in the message."""
+    r, lib = _configure(tmp_path, "5.10.0", "3.12.10")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    shipped = sorted(p.name for p in (ROOT / "Resources" / "Models").iterdir())
+    assert sorted(p.name for p in (lib / "Resources" / "Models").iterdir()) == shipped
+    r, _ = _configure(tmp_path, "5.8.1", "3.9.10")
+    assert r.returncode != 0 and "5.10" in r.stderr, r.stderr[-2000:]
+    r, _ = _configure(tmp_path, "5.11.0", "3.9.10")  # a Slicer built with an older Python
+    assert r.returncode != 0 and "MedSegSuite needs 3D Slicer >= 5.10 with Python >= 3.12" in r.stderr, r.stderr[-2000:]
