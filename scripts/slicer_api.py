@@ -154,13 +154,17 @@ def parse_header(text: str) -> dict[str, dict]:
             body = body[:p.start()] + body[end:]
         body = re.sub(_MACROS + r"\s*(\([^()]*(\([^()]*\))?[^()]*\))?", " ", body)
         entry = {"bases": bases, "properties": dict(sorted(props.items())), "signals": [], "slots": [],
-                 "invokables": [], "protected_slots": []}
+                 "invokables": [], "protected_slots": [], "enums": []}
         access, depth, stmt = "private", 0, ""
         i = 0
         while i < len(body):
             ch = body[i]
             if ch == "{":  # inline body or nested type: skip it, the statement ends here
                 end = _balanced(body, i, "{", "}")
+                head = " ".join(_ACCESS.sub("", stmt).split())
+                if re.match(r"enum\b", head) and access == "public":  # PythonQt exposes the values
+                    entry["enums"] += [v.split("=")[0].strip() for v in body[i + 1:end - 1].split(",")
+                                       if re.match(r"\s*[A-Za-z_]\w*", v)]
                 access = _statement(stmt, entry, access)
                 stmt, i = "", end
                 continue
@@ -174,7 +178,7 @@ def parse_header(text: str) -> dict[str, dict]:
                     access = _access_name(a)
                     stmt = ""
             i += 1
-        for key in ("signals", "slots", "invokables", "protected_slots"):
+        for key in ("signals", "slots", "invokables", "protected_slots", "enums"):
             entry[key] = sorted(set(entry[key]))
         classes[name] = entry
     return classes
@@ -350,6 +354,7 @@ while todo:
             e[key].append(sig)
     e["methods"] = sorted(k for k, v in vars(cls).items() if not k.startswith("_")
                           and not isinstance(v, (type, int, float, str)))  # methods (sip descriptors), signals
+    e["enums"] = sorted(k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int))
     for k in ("signals", "slots", "invokables", "protected_slots"):
         e[k] = sorted(set(e[k]))
     out[n] = e

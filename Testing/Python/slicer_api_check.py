@@ -69,13 +69,14 @@ class ClassAPI:
     slots: set[str] = field(default_factory=set)
     invokables: set[str] = field(default_factory=set)
     methods: set[str] = field(default_factory=set)
+    enums: set[str] = field(default_factory=set)
 
     def callables(self) -> set[str]:
         names = {s.split("(")[0] for s in self.signals | self.slots | self.invokables}
         return names | self.methods | set(api()["pythonqt_builtins"]) | QOBJECT_METHODS
 
     def members(self) -> set[str]:
-        return self.callables() | set(self.properties)
+        return self.callables() | set(self.properties) | self.enums
 
 
 def _raw(tag: str, name: str) -> dict | None:
@@ -100,6 +101,7 @@ def resolve(tag: str, name: str) -> ClassAPI | None:
         out.slots |= set(e["slots"])
         out.invokables |= set(e["invokables"])
         out.methods |= set(e.get("methods", ()))
+        out.enums |= set(e.get("enums", ()))
         todo += e["bases"]
     return out
 
@@ -272,10 +274,39 @@ class _Scan:
                     for f in node.body:
                         if isinstance(f, ast.FunctionDef):
                             self.functions.setdefault(f"{node.name}.{f.name}", []).append((p, f, node.name))
+        self.modules_of = self._modules_of_classes()      # class -> modules whose .ui its self.ui is
+        self.returns: dict[str, list[set[str]]] = {}     # method key -> per tuple position classes
+        self.missing_widgets: list[str] = []
         self.params: dict[tuple[str, str], set[str]] = {}  # (function key, param) -> classes
         self.attrs: dict[tuple[str, str], set[str]] = {}   # (class name, attr) -> classes
         self.uses: list[Use] = []
         self.unresolved_connects: list[str] = []
+
+    def _modules_of_classes(self) -> dict[str, set[str]]:
+        """A module file's classes use its .ui; a library class (a shared Widget base) uses the .ui of
+        every module whose classes derive from it."""
+        bases = {name: [ast.unparse(b).split(".")[-1] for b in node.bases] for name, (_, node) in self.classes.items()}
+        out = {name: {_module_of(p)} for name, (p, _) in self.classes.items() if _module_of(p)}
+        changed = True
+        while changed:
+            changed = False
+            for name, mods in list(out.items()):
+                for b in bases.get(name, []):
+                    if b in self.classes and not mods <= out.get(b, set()):
+                        out.setdefault(b, set()).update(mods)
+                        changed = True
+        return out
+
+    def ui_types(self, cls: str | None, widget_names: list[str], path: Path, line: int) -> set[str]:
+        types = set()
+        for m in sorted(self.modules_of.get(cls, set())):
+            widgets = ui_widgets(m)
+            found = [widgets[n] for n in widget_names if n in widgets]
+            if not found and len(widget_names) == 1:
+                self.missing_widgets.append(f"{_rel(path)}:{line}: {cls} uses self.ui.{widget_names[0]}, "
+                                            f"which {m}.ui does not have")
+            types.update(found)
+        return types
 
     def known(self, name: str) -> bool:
         return resolve(self.tag, name) is not None
@@ -285,9 +316,8 @@ class _Scan:
         if isinstance(e, ast.Attribute):
             base = e.value
             if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "self" \
-                    and base.attr == "ui" and _module_of(path):
-                c = ui_widgets(_module_of(path)).get(e.attr)
-                return {c} if c else set()
+                    and base.attr == "ui":
+                return self.ui_types(cls, [e.attr], path, e.lineno)
             if isinstance(base, ast.Name) and base.id == "self" and cls:
                 return set(self.attrs.get((cls, e.attr), set()))
             if isinstance(base, ast.Name) and base.id == "slicer" and e.attr == "app":
@@ -300,6 +330,15 @@ class _Scan:
             if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("qt", "slicer", "ctk") \
                     and self.known(f.attr):
                 return {f.attr}
+            if isinstance(f, ast.Name) and f.id == "getattr" and len(e.args) >= 2 \
+                    and ast.unparse(e.args[0]) == "self.ui" and isinstance(e.args[1], (ast.Constant, ast.JoinedStr)):
+                pattern = "".join(re.escape(v.value) if isinstance(v, ast.Constant) else r"\w*"
+                                  for v in (e.args[1].values if isinstance(e.args[1], ast.JoinedStr) else [e.args[1]]))
+                names = {n for m in self.modules_of.get(cls, ()) for n in ui_widgets(m) if re.fullmatch(pattern, n)}
+                return self.ui_types(cls, sorted(names), path, e.lineno) if names else set()
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "self" and cls \
+                    and f"{cls}.{f.attr}" in self.returns and len(self.returns[f"{cls}.{f.attr}"]) == 1:
+                return set(self.returns[f"{cls}.{f.attr}"][0])
             if isinstance(f, ast.Name) and f.id == "getattr" and len(e.args) >= 2 \
                     and ast.unparse(e.args[0]) == "slicer" and getattr(e.args[1], "value", None) == "app":
                 return {"qSlicerApplication"}
@@ -348,6 +387,13 @@ class _Scan:
                     if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) \
                             and len(target.elts) == len(node.value.elts):
                         pairs += list(zip(target.elts, node.value.elts))
+                    elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Call) \
+                            and isinstance(node.value.func, ast.Attribute) and ast.unparse(node.value.func.value) == "self":
+                        ret = self.returns.get(f"{owner}.{node.value.func.attr}", [])
+                        if len(ret) == len(target.elts):
+                            for t_el, types in zip(target.elts, ret):
+                                if isinstance(t_el, ast.Name) and types:
+                                    env[t_el.id] = env.get(t_el.id, set()) | types
                 for target, value in pairs:
                     t = self.typeof(value, env, path, owner)
                     if isinstance(target, ast.Name) and t:
@@ -361,6 +407,15 @@ class _Scan:
                     if node.iter.elts else set()
                 if t:
                     env[node.target.id] = t
+            elif isinstance(node, ast.Return) and node.value is not None and owner:
+                elts = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                types = [self.typeof(x, env, path, owner) for x in elts]
+                cur = self.returns.setdefault(key, [set() for _ in types])
+                if len(cur) == len(types):
+                    for c, t in zip(cur, types):
+                        if not t <= c:
+                            c.update(t)
+                            changed = True
             elif isinstance(node, ast.Call):
                 changed |= self.bind_call(node, env, path, owner)
             if record:
@@ -413,7 +468,7 @@ def _ordered(fn):
 
 def check_python(tag: str, files=None) -> list[str]:
     scan = _Scan(tag, files).run()
-    out = list(scan.unresolved_connects)
+    out = list(dict.fromkeys(scan.missing_widgets)) + list(scan.unresolved_connects)
     seen = set()
     for u in scan.uses:
         for cls in sorted(u.classes):
