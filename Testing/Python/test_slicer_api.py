@@ -142,3 +142,29 @@ def test_checker_finds_python_mistakes(tmp_path):
 def test_widget_tables_name_ui_widgets():
     assert chk.check_widget_tables() == []
     assert "modelComboBox" in chk.ui_widgets("SelfCorrectingSAM")
+
+
+def test_checker_follows_shared_widget_bases(tmp_path):
+    """A library base class's ``self.ui`` is every deriving panel's .ui; getattr(self.ui, f"...") and
+    helpers returning widgets are followed."""
+    lib = tmp_path / "sharedpanel.py"
+    lib.write_text('''
+class SharedPanel:
+    def setupPanel(self):
+        self.ui.applyButton.connect("clikced(bool)", self.onApply)
+        self.ui.noSuchWidget.enabled = True
+''')
+    mod = tmp_path / "SelfCorrectingSAM.py"
+    mod.write_text('''
+class SelfCorrectingSAMWidget(SharedPanel):
+    def setup(self):
+        combo, label = self.pair("model")
+        combo.count()
+        label.txt = ""
+    def pair(self, word):
+        return getattr(self.ui, f"{word}ComboBox"), self.ui.statusLabel
+''')
+    found = "\n".join(chk.check_python("v5.10.0", [lib, mod]))
+    for expected in ('QPushButton has no signal "clikced(bool)"', "uses self.ui.noSuchWidget, which SelfCorrectingSAM.ui",
+                     "calls 'count', a property of QComboBox", "QLabel has no property 'txt'"):
+        assert expected in found, found
