@@ -19,7 +19,8 @@ Sources, read with git (no network at test time: the JSON is committed):
 Usage (developer machine; mirrors of the two repositories as bare git directories)::
 
     python3 -m venv /tmp/qtenv && /tmp/qtenv/bin/pip install PyQt5==5.15.11
-    python scripts/slicer_api.py --slicer PATH/Slicer.git --ctk PATH/CTK.git --qt-python /tmp/qtenv/bin/python
+    python scripts/slicer_api.py --slicer PATH/Slicer.git --ctk PATH/CTK.git --qt-python /tmp/qtenv/bin/python \
+        --pytorch PATH/SlicerPyTorch.git
 """
 from __future__ import annotations
 
@@ -383,6 +384,7 @@ def main(argv=None) -> int:
     ap.add_argument("--slicer", type=Path, required=True, help="git directory of Slicer/Slicer (with its tags)")
     ap.add_argument("--ctk", type=Path, required=True, help="git directory of commontk/CTK")
     ap.add_argument("--qt-python", required=True, help="a Python interpreter that has PyQt5 5.15")
+    ap.add_argument("--pytorch", type=Path, help="git directory of SlicerPyTorch (PyTorchUtils, the torch installer)")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     tags, qt_names = {}, set(QT_CLASSES)
@@ -412,6 +414,10 @@ def main(argv=None) -> int:
                "classes": dict(sorted(qt["classes"].items()))},
         "tags": tags,
     }
+    if a.pytorch:
+        commit = _git(a.pytorch, "rev-parse", "HEAD").strip()
+        data["extensions"] = {"PyTorch": {"commit": commit, "python_api": {"PyTorchUtils": python_api(
+            [_git(a.pytorch, "show", f"{commit}:PyTorchUtils/PyTorchUtils.py")])}}}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(_dump(data) + "\n")
     print(f"wrote {a.out} ({a.out.stat().st_size // 1024} KiB)", file=sys.stderr)

@@ -183,6 +183,12 @@ def check_ui(tag: str, module: str, path: Path | None = None) -> list[str]:
                 out.append(f"{where}: {name} ({cls}) has no property '{pname}'")
                 continue
             value = next(iter(prop), None)
+            if value is not None and value.tag in ("enum", "set"):  # Class::Value names must exist
+                for item in (value.text or "").split("|"):
+                    owner, _, enum_value = item.strip().rpartition("::")
+                    owner_api = resolve(tag, owner) if owner and owner != "Qt" else None
+                    if owner_api is not None and enum_value not in owner_api.enums:
+                        out.append(f"{where}: {name}.{pname}: {owner} has no enum value {enum_value}")
             if value is not None and value.tag not in ("enum", "set"):
                 allowed = UI_VALUE_TYPES.get(value.tag)
                 ptype = info.properties[pname]
@@ -546,11 +552,39 @@ def check_slicer_python(tag: str, files=None) -> list[str]:
     return out
 
 
+def check_extension_calls(files=None) -> list[str]:
+    """Calls into other extensions' Python (the PyTorch extension's ``PyTorchUtils``) use names and
+    keyword arguments that the recorded source has."""
+    out = []
+    for ext in api().get("extensions", {}).values():
+        for module, names in ext["python_api"].items():
+            for path in files or python_files():
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Attribute) and ast.unparse(node.value) == module and node.attr not in names:
+                        out.append(f"{_rel(path)}:{node.lineno}: {module} has no '{node.attr}'")
+                    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                            and isinstance(node.func.value, ast.Call)):
+                        continue
+                    maker = ast.unparse(node.func.value.func)  # PyTorchUtils.PyTorchUtilsLogic().method(...)
+                    if not maker.startswith(module + "."):
+                        continue
+                    cls = names.get(maker.split(".")[-1], {})
+                    method = cls.get("methods", {}).get(node.func.attr)
+                    if method is None:
+                        out.append(f"{_rel(path)}:{node.lineno}: {maker} has no method '{node.func.attr}'")
+                        continue
+                    for kw in node.keywords:
+                        if kw.arg not in method["params"] and not method["varkw"]:
+                            out.append(f"{_rel(path)}:{node.lineno}: {maker}.{node.func.attr}() takes no '{kw.arg}'")
+    return out
+
+
 def mismatches(tag: str) -> list[str]:
     out = []
     for m in MODULES:
         out += check_ui(tag, m)
-    return out + check_python(tag) + check_widget_tables() + check_slicer_python(tag)
+    return out + check_python(tag) + check_widget_tables() + check_slicer_python(tag) + check_extension_calls()
 
 
 if __name__ == "__main__":

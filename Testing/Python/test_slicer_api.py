@@ -96,12 +96,14 @@ def test_checker_finds_ui_mistakes(tmp_path):
     bad = bad.replace("<header>qMRMLNodeComboBox.h</header>", "<header>qMRMLNodeCombo.h</header>")
     bad = re.sub(r'(<property name="collapsed">\s*)<bool>(\w+)</bool>', r"\1<string>\2</string>", bad, count=1)
     bad = bad.replace('class="QSpinBox"', 'class="QSpinBoxx"', 1)
+    bad = bad.replace("<enum>Qt::Horizontal</enum>", "<enum>QSlider::Sideways</enum>", 1)
     assert bad.count("QSpinBoxx") == 1
     path = tmp_path / "SelfCorrectingSAM.ui"
     path.write_text(bad)
     found = "\n".join(chk.check_ui("v5.10.0", "SelfCorrectingSAM", path))
     for expected in ("no property 'noneEnable'", "no signal sceneChanged", "no slot setMRMLScene(vtkMRMLNode*)",
-                     "header qMRMLNodeCombo.h", "class QSpinBoxx", "not declared in <customwidgets>"):
+                     "header qMRMLNodeCombo.h", "class QSpinBoxx", "not declared in <customwidgets>",
+                     "QSlider has no enum value Sideways"):
         assert expected in found, found
     assert "collapsed is bool, the .ui gives <string>" in found
 
@@ -168,3 +170,16 @@ class SelfCorrectingSAMWidget(SharedPanel):
     for expected in ('QPushButton has no signal "clikced(bool)"', "uses self.ui.noSuchWidget, which SelfCorrectingSAM.ui",
                      "calls 'count', a property of QComboBox", "QLabel has no property 'txt'"):
         assert expected in found, found
+
+
+def test_checker_checks_calls_into_the_pytorch_extension(tmp_path):
+    ext = chk.api()["extensions"]["PyTorch"]
+    assert re.fullmatch(r"[0-9a-f]{40}", ext["commit"])
+    params = ext["python_api"]["PyTorchUtils"]["PyTorchUtilsLogic"]["methods"]["installTorch"]["params"]
+    assert {"askConfirmation", "torchVersionRequirement", "torchvisionVersionRequirement"} <= set(params)
+    assert chk.check_extension_calls() == []  # MedSegSuiteLib/dependencies.py's call fits
+    bad = tmp_path / "x.py"
+    bad.write_text("import PyTorchUtils\nPyTorchUtils.PyTorchUtilsLogic().installTorch(torchVersion='>=2')\n"
+                   "PyTorchUtils.PyTorchUtilsLogic().setupTorch()\n")
+    found = "\n".join(chk.check_extension_calls([bad]))
+    assert "installTorch() takes no 'torchVersion'" in found and "has no method 'setupTorch'" in found

@@ -37,6 +37,35 @@ def test_every_file_parses_at_the_python_floor(path):
     ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=supported.MIN_PYTHON)
 
 
+# standard-library names newer than the backend's floor (Python 3.10): syntax is checked by ast above
+NEWER_STDLIB = {"tomllib": "3.11", "StrEnum": "3.11", "TaskGroup": "3.11", "ExceptionGroup": "3.11",
+                "LiteralString": "3.11", "file_digest": "3.11", "batched": "3.12", "override": "3.12",
+                "TypeAliasType": "3.12", "UTC": "3.11", "Self": "3.11", "NotRequired": "3.11"}
+
+
+def _newer_names(tree) -> list[tuple[int, str]]:
+    out = []
+    for n in ast.walk(tree):
+        names = []
+        if isinstance(n, ast.Import):
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] in sys.stdlib_module_names:
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) \
+                and n.value.id in ("datetime", "typing", "enum", "asyncio", "hashlib", "itertools"):
+            names = [n.attr]
+        out += [(n.lineno, x) for x in names if x in NEWER_STDLIB]
+    return out
+
+
+def test_no_standard_library_names_newer_than_the_floor():
+    assert [x for _, x in _newer_names(ast.parse(
+        "import tomllib\nfrom typing import Self\nimport datetime\nt = datetime.UTC\n"))] == ["tomllib", "Self", "UTC"]
+    bad = [f"{path.relative_to(ROOT)}:{line}: {x} (Python {NEWER_STDLIB[x]})" for path in ALL_FILES
+           for line, x in _newer_names(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not bad, "needs a Python newer than the floor:\n" + "\n".join(bad)
+
+
 @pytest.mark.parametrize("path", GUARD_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_old_slicer_reaches_the_version_message(path):
     """Slicer 5.8's Python 3.9 must parse these, so its users see 'needs Slicer 5.10', not a SyntaxError."""
