@@ -406,9 +406,11 @@ def main(argv=None) -> int:
     print(f"Qt {qt['qt_version']} (PyQt5 {qt['pyqt_version']}): {len(qt['classes'])} classes", file=sys.stderr)
     data = {
         "generated_by": "scripts/slicer_api.py",
-        "about": "Q_PROPERTY, signals, public slots and public Q_INVOKABLE methods of Slicer's and CTK's QObject "
-                 "classes as their headers declare them at each tag (CTK at the commit the tag pins), and Qt's "
-                 "meta-objects plus public method names (PyQt5's wrappers of Qt 5.15).",
+        "about": "Q_PROPERTY, signals, public slots, public Q_INVOKABLE methods and public enum values of Slicer's "
+                 "and CTK's QObject classes as their headers declare them at each tag (CTK at the commit the tag "
+                 "pins); Slicer's Python API (slicer.util, ScriptedLoadableModule, parameterNodeWrapper) and "
+                 "bundled segmentation terminologies at each tag; Qt's meta-objects plus public method and enum "
+                 "names (PyQt5's wrappers of Qt 5.15); the PyTorch extension's PyTorchUtils API.",
         "pythonqt_builtins": list(PYTHONQT_BUILTINS),
         "qt": {"qt_version": qt["qt_version"], "read_with": f"PyQt5 {qt['pyqt_version']}",
                "classes": dict(sorted(qt["classes"].items()))},

@@ -591,6 +591,12 @@ if __name__ == "__main__":
     import sys
 
     total = 0
+    n_ui = [ET.parse(ui_file(m)).getroot() for m in MODULES]
+    scan = _Scan(tags()[-1]).run()
+    print(f"checked: {sum(len(list(r.iter('widget'))) for r in n_ui)} .ui widgets with "
+          f"{sum(len(w.findall('property')) for r in n_ui for w in r.iter('widget'))} properties and "
+          f"{sum(len(list(r.iter('connection'))) for r in n_ui)} connections; {len(scan.uses)} typed uses in "
+          f"{len(python_files())} Python files ({sum(u.kind == 'connect' for u in scan.uses)} connect() signals)")
     for t in tags():
         found = mismatches(t)
         total += len(found)
