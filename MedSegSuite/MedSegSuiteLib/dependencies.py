@@ -6,7 +6,8 @@ The hub lists what is missing and, after ONE confirmation that names every packa
 * torch and torchvision through Slicer's **PyTorch** extension (``EXTENSION_DEPENDS PyTorch``;
   ``PyTorchUtils.PyTorchUtilsLogic().installTorch``), which picks the CUDA build that fits the
   computer's NVIDIA driver (PyPI's Windows torch is CPU-only), as SlicerMONAIAuto3DSeg and
-  SlicerTotalSegmentator do. A torch the user installed first is kept when it meets the minimum;
+  SlicerTotalSegmentator do. A torch the user installed is never replaced: one that meets the minimum
+  is used, an older one is reported (upgrade it in the PyTorch Utils module), as those extensions do;
 * everything else with ``slicer.util.pip_install`` in one call, as *minimum* versions, so pip
   never replaces a compatible package (above all a CUDA torch) with another build.
 
@@ -78,16 +79,29 @@ def missing_packages(required: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+def old_torch(missing: list[str]) -> str | None:
+    """The message for a torch that is installed but older than the minimum (None otherwise): the
+    extension does not replace it, the user upgrades it in the PyTorch Utils module."""
+    for m in missing:
+        name, minimum = _name_and_minimum(m)
+        have = installed_version(name) if name == "torch" else None
+        if have is not None and minimum is not None and _version_tuple(have) < _version_tuple(minimum):
+            return (f"torch {have} is installed, MedSegSuite needs torch>={minimum}. It is not replaced "
+                    f"automatically (other extensions may use it): upgrade it in the PyTorch Utils module "
+                    f"(PyTorch extension) with the version requirement '>={minimum}', restart Slicer and try again.")
+    return None
+
+
 def confirmation_text(missing: list[str]) -> str:
     """The one question asked before anything is installed: every package, and how."""
     torch = [m for m in missing if _name_and_minimum(m)[0] in TORCH]
     rest = [m for m in missing if m not in torch]
     lines = ["MedSegSuite needs these Python packages, which are not installed in Slicer's Python:", ""]
     for m in torch:
-        have = installed_version(_name_and_minimum(m)[0])
-        lines.append(f"  {m}" + (f"  (replaces {have}, which is older)" if have else "")
-                     + "  - with the PyTorch extension (CUDA build when an NVIDIA GPU is found)")
+        lines.append(f"  {m}  - with the PyTorch extension (CUDA build when an NVIDIA GPU is found)")
     lines += [f"  {m}" for m in rest]
+    if old_torch(missing):
+        lines += ["", "Nothing will be installed: " + old_torch(missing)]
     lines += ["", "Install them now? This downloads a few GB (torch) and can take several minutes. "
                   "Packages already installed at a compatible version are kept."]
     return "\n".join(lines)
@@ -103,6 +117,8 @@ def install(missing: list[str], pip_install=None, torch_installer=None) -> None:
         raise ValueError("refusing to install the PyPI package 'slicer': it is not 3D Slicer and breaks it")
     torch = [m for m in missing if _name_and_minimum(m)[0] in TORCH]
     rest = [m for m in missing if m not in torch]
+    if old_torch(missing):  # before anything is installed
+        raise RuntimeError(old_torch(missing))
     if torch:
         # torch and torchvision go together (light-the-torch matches them); keep a compatible torch
         spec = {name: (_name_and_minimum(TORCH[name])[1] or "") for name in TORCH}

@@ -82,6 +82,24 @@ def test_missing_packages_sees_too_old_versions_without_importing():
     assert dependencies._version_tuple("2.8.0rc1") < dependencies._version_tuple("2.14")
 
 
+def test_an_older_torch_is_reported_never_replaced(monkeypatch):
+    """As SlicerTotalSegmentator and SlicerMONAIAuto3DSeg: an installed torch below the minimum is not
+    replaced (other extensions may use it); the user is told to upgrade it in PyTorch Utils, and
+    nothing is installed."""
+    versions = {"torch": "2.1.2+cu121"}
+    monkeypatch.setattr(dependencies, "installed_version", lambda d: versions.get(d))
+    pip, torch = [], []
+    with pytest.raises(RuntimeError, match=r"torch 2\.1\.2\+cu121 is installed.*PyTorch Utils.*'>=2\.8'"):
+        dependencies.install(["torch>=2.8", "monai>=1.6"], pip_install=pip.append,
+                             torch_installer=lambda t, tv: torch.append((t, tv)))
+    assert pip == [] and torch == []
+    assert "Nothing will be installed: torch 2.1.2+cu121" in dependencies.confirmation_text(["torch>=2.8", "monai>=1.6"])
+    versions.clear()  # not installed at all: the PyTorch extension installs it
+    dependencies.install(["torch>=2.8", "monai>=1.6"], pip_install=pip.append,
+                         torch_installer=lambda t, tv: torch.append((t, tv)))
+    assert torch == [(">=2.8", ">=0.23")] and pip == ["monai>=1.6"]
+
+
 def test_one_confirmation_lists_everything():
     missing = ["torch>=2.8", "torchvision>=0.23", "monai>=1.6", "segment-anything>=1.0"]
     text = dependencies.confirmation_text(missing)
