@@ -264,6 +264,21 @@ def read_python(slicer: Path, rev: str) -> dict:
     return out
 
 
+GENERIC_TEST = "Base/QTCore/Testing/Python/qSlicerModuleGenericTest.py.in"
+
+
+def read_generic_test(slicer: Path, rev: str) -> dict:
+    """The test methods of the generic module test WITH_GENERIC_TESTS generates, with their asserts."""
+    import ast
+
+    text = _git(slicer, "show", f"{rev}:{GENERIC_TEST}")
+    tree = ast.parse(text.replace("@MODULENAME_LC@", "modulename_lc").replace("@MODULENAME@", "MODULENAME"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    return {f.name: [ast.unparse(n) for n in ast.walk(f) if isinstance(n, ast.Call)
+                     and ast.unparse(n.func).startswith("self.assert")]
+            for f in cls.body if isinstance(f, ast.FunctionDef)}
+
+
 TERMINOLOGY_DIR = "Modules/Loadable/Terminologies/Resources/"
 
 
@@ -400,6 +415,7 @@ def main(argv=None) -> int:
         tags[tag] = {"slicer_commit": slicer_commit, "ctk_commit": ctk_commit,
                      "python": _python_version(a.slicer, tag), "python_api": read_python(a.slicer, slicer_commit),
                      "terminology": read_terminology(a.slicer, slicer_commit),
+                     "generic_module_test": read_generic_test(a.slicer, slicer_commit),
                      "classes": dict(sorted(classes.items()))}
         print(f"{tag}: Slicer {slicer_commit[:10]}, CTK {ctk_commit[:10]}, {len(classes)} classes", file=sys.stderr)
     qt = read_qt(a.qt_python, sorted(qt_names))

@@ -115,6 +115,38 @@ class _Parent:
     """What ScriptedLoadableModule.__init__ gets: a qSlicerScriptedLoadableModule's Python face."""
 
 
+# Every method of Slicer's generated generic test, and what covers it here. A new assertion in a
+# future Slicer tag fails test_generic_test_is_fully_covered until it is looked at.
+GENERIC_COVERAGE = {
+    "setUp": "slicer.modules.<name lower>: module names unique case-insensitively (contract test below)",
+    "test_file_attribute": "about the generated test file itself",
+    "test_name_attribute": "about the generated test file itself",
+    "test_module_valid": "module name = file name = class name = CMake MODULE_NAME (contract test below)",
+    "test_application": "the application object: nothing in the extension",
+    "test_settings": "the application's settings: nothing in the extension",
+    "test_categories": "non-empty categories (contract test below)",
+    "test_acknowledgementText": "non-empty acknowledgementText (contract test below)",
+    "test_contributors": "non-empty contributors (contract test below)",
+    "test_logic": "Slicer's C++ logic of a scripted module: nothing in the extension",
+    "test_widgetRepresentation": "Widget class with setup() (contract test below); setup() itself runs under the "
+                                 "PythonQt stand-in of the panel runtime tests and in Slicer (docs/slicer.md)",
+    "test_setMRMLScene": "Slicer's C++ module object: nothing in the extension",
+    "test_setCurrentModule": "selects the module (calls enter()): needs the application (docs/slicer.md)",
+}
+
+
+@pytest.mark.parametrize("tag", ["v5.8.1", "v5.10.0"])
+def test_generic_test_is_fully_covered(tag):
+    import json
+
+    generic = json.loads((ROOT / "Testing" / "Data" / "slicer_qt_api.json").read_text())["tags"][tag]["generic_module_test"]
+    assert set(generic) == set(GENERIC_COVERAGE), set(generic) ^ set(GENERIC_COVERAGE)
+    asserts = {m: " ".join(a) for m, a in generic.items()}
+    assert "self.module.acknowledgementText, ''" in asserts["test_acknowledgementText"]
+    assert "self.module.name, 'MODULENAME'" in asserts["test_module_valid"]
+    assert "hasattr(slicer.modules, 'modulename_lc')" in asserts["setUp"]
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_generic_module_test_contract(name):
     """Per qSlicerModuleGenericTest.py.in (v5.8.1 and v5.10.0 alike): ``slicer.modules.<name lower>``
