@@ -156,7 +156,7 @@ def parse_header(text: str) -> dict[str, dict]:
         body = re.sub(_MACROS + r"\s*(\([^()]*(\([^()]*\))?[^()]*\))?", " ", body)
         entry = {"bases": bases, "properties": dict(sorted(props.items())), "signals": [], "slots": [],
                  "invokables": [], "protected_slots": [], "enums": []}
-        access, depth, stmt = "private", 0, ""
+        access, stmt = "private", ""
         i = 0
         while i < len(body):
             ch = body[i]
@@ -228,8 +228,6 @@ PYTHON_MODULES = {"slicer.util": ("Base/Python/slicer/util.py",),
 
 
 def _signature(fn) -> dict:
-    import ast
-
     a = fn.args
     return {"params": [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs],
             "varargs": a.vararg is not None, "varkw": a.kwarg is not None}
@@ -326,7 +324,7 @@ def read_repo(repo: Path, rev: str, dirs: tuple[str, ...]) -> dict[str, dict]:
         if not f.endswith(".h") or str(Path(f).parent) not in dirs or "_p.h" in f or "Private" in Path(f).name:
             continue
         for name, entry in parse_header(_git(repo, "show", f"{rev}:{f}")).items():
-            if name.endswith("Private") or name.endswith("Plugin"):
+            if name.endswith(("Private", "Plugin")):
                 continue
             entry["header"] = Path(f).name
             entry["path"] = f

@@ -102,8 +102,8 @@ def confirmation_text(missing: list[str]) -> str:
     lines += [f"  {m}" for m in rest]
     if old_torch(missing):
         lines += ["", "Nothing will be installed: " + old_torch(missing)]
-    lines += ["", "Install them now? This downloads a few GB (torch) and can take several minutes. "
-                  "Packages already installed at a compatible version are kept."]
+    lines += ["", ("Install them now? This downloads a few GB (torch) and can take several minutes. "
+                   "Packages already installed at a compatible version are kept.")]
     return "\n".join(lines)
 
 

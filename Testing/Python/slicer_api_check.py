@@ -34,7 +34,7 @@ LIB = ROOT / "MedSegSuite" / "MedSegSuiteLib"
 LAYOUT_PSEUDO = {"leftMargin", "topMargin", "rightMargin", "bottomMargin", "horizontalSpacing",
                  "verticalSpacing", "spacing", "margin", "sizeConstraint", "fieldGrowthPolicy", "labelAlignment",
                  "formAlignment", "rowWrapPolicy", "stretch", "rowStretch", "columnStretch", "rowMinimumHeight",
-                 "columnMinimumWidth", "horizontalSpacing"}
+                 "columnMinimumWidth"}
 SPACER_PSEUDO = {"orientation", "sizeType", "sizeHint"}
 # .ui value element -> property types it can set
 UI_VALUE_TYPES = {

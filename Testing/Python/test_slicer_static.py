@@ -9,6 +9,7 @@
   find their resources and shipped models from there alone.
 """
 import ast
+import functools
 import re
 import shutil
 import subprocess
@@ -25,6 +26,11 @@ sys.path.insert(0, str(ROOT / "MedSegSuite"))
 from MedSegSuiteLib import supported  # noqa: E402
 
 MODULE_FILES = [ROOT / m / f"{m}.py" for m in MODULES]
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=supported.MIN_PYTHON)
 ALL_FILES = MODULE_FILES + sorted(LIB.rglob("*.py")) + sorted(BACKEND.rglob("*.py"))
 # what an old Slicer must be able to read before the version check raises its message
 GUARD_FILES = MODULE_FILES + [LIB / "__init__.py", LIB / "supported.py"]
@@ -34,7 +40,7 @@ GUARD_FILES = MODULE_FILES + [LIB / "__init__.py", LIB / "supported.py"]
 # Python floor
 @pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_file_parses_at_the_python_floor(path):
-    ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=supported.MIN_PYTHON)
+    _tree(path)  # ast.parse with feature_version = the floor
 
 
 # standard-library names newer than the backend's floor (Python 3.10): syntax is checked by ast above
@@ -62,7 +68,7 @@ def test_no_standard_library_names_newer_than_the_floor():
     assert [x for _, x in _newer_names(ast.parse(
         "import tomllib\nfrom typing import Self\nimport datetime\nt = datetime.UTC\n"))] == ["tomllib", "Self", "UTC"]
     bad = [f"{path.relative_to(ROOT)}:{line}: {x} (Python {NEWER_STDLIB[x]})" for path in ALL_FILES
-           for line, x in _newer_names(ast.parse(path.read_text(encoding="utf-8")))]
+           for line, x in _newer_names(_tree(path))]
     assert not bad, "needs a Python newer than the floor:\n" + "\n".join(bad)
 
 
@@ -190,7 +196,7 @@ OWN = {"MedSegSuiteLib", "medsegsuite"} | set(MODULES)
 def _top_level_imports(path: Path) -> list[tuple[str, int]]:
     """Modules imported when ``path`` is imported: module-level statements (also inside top-level
     if/try blocks), not inside functions or classes. Relative imports are resolved."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _tree(path)
     package = _package_of(path)
     out = []
 
@@ -396,7 +402,7 @@ def _configure(tmp_path: Path, version: str, python: str):
     (stub / "SlicerConfigVersion.cmake").write_text(_STUB_VERSION.replace("@V@", version))
     (stub / "UseSlicer.cmake").write_text(_STUB_USE)
     (stub / "Empty.cmake").write_text("")
-    build = tmp_path / f"build-{version}"
+    build = tmp_path / "build"  # one build folder: the compiler checks run once
     r = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}", "-DBUILD_TESTING=OFF"],
                        capture_output=True, text=True, timeout=180)
     return r, build / f"lib/Slicer-{mm}/qt-scripted-modules"
@@ -406,11 +412,11 @@ def _configure(tmp_path: Path, version: str, python: str):
 def test_cmake_floor_and_build_tree_models(tmp_path):
     """Configuring against Slicer 5.10 (Python 3.12) works and puts Resources/Models where build-tree
     ctests look; Slicer 5.8.1 (Python 3.9.10) is refused at configure time with the floor in the message."""
-    r, lib = _configure(tmp_path, "5.10.0", "3.12.10")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    shipped = sorted(p.name for p in (ROOT / "Resources" / "Models").iterdir())
-    assert sorted(p.name for p in (lib / "Resources" / "Models").iterdir()) == shipped
     r, _ = _configure(tmp_path, "5.8.1", "3.9.10")
     assert r.returncode != 0 and "5.10" in r.stderr, r.stderr[-2000:]
     r, _ = _configure(tmp_path, "5.11.0", "3.9.10")  # a Slicer built with an older Python
     assert r.returncode != 0 and "MedSegSuite needs 3D Slicer >= 5.10 with Python >= 3.12" in r.stderr, r.stderr[-2000:]
+    r, lib = _configure(tmp_path, "5.10.0", "3.12.10")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    shipped = sorted(p.name for p in (ROOT / "Resources" / "Models").iterdir())
+    assert sorted(p.name for p in (lib / "Resources" / "Models").iterdir()) == shipped
