@@ -35,7 +35,8 @@ TAGS = ("v5.8.1", "v5.10.0")
 OUT = Path(__file__).resolve().parents[1] / "Testing" / "Data" / "slicer_qt_api.json"
 
 # Header folders whose QObject classes Python may meet in a panel (widgets, the application object).
-SLICER_DIRS = ("Libs/MRML/Widgets", "Base/QTGUI", "Base/QTCore",
+SLICER_DIRS = ("Libs/MRML/Widgets", "Base/QTGUI", "Base/QTCore", "Base/QTApp",
+               "Modules/Loadable/Segmentations/EditorEffects",
                "Modules/Loadable/Markups/Widgets", "Modules/Loadable/Segmentations/Widgets",
                "Modules/Loadable/Terminologies/Widgets", "Modules/Loadable/SubjectHierarchy/Widgets",
                "Modules/Loadable/Volumes/Widgets", "Modules/Loadable/Colors/Widgets")
@@ -218,6 +219,24 @@ def _statement(stmt: str, entry: dict, access: str) -> str:
     elif invokable and access == "public":
         entry["invokables"] += sigs
     return access
+
+
+def decorators(classes: dict[str, dict]) -> dict[str, list[str]]:
+    """Methods PythonQt decorator classes (``*PythonQtDecorators``) add: a public slot
+    ``static_<Class>_<name>(...)`` is a static method ``name`` of Class, ``name(Class* self, ...)`` an
+    instance method (``new_``/``delete_`` slots are constructors/destructors)."""
+    out: dict[str, set[str]] = {}
+    for name, entry in classes.items():
+        if "PythonQtDecorators" not in name:
+            continue
+        for sig in entry["slots"]:
+            method, args = sig.split("(", 1)
+            m = re.fullmatch(r"static_([A-Za-z0-9]+)_(\w+)", method)
+            if m:
+                out.setdefault(m.group(1), set()).add(m.group(2))
+            elif not method.startswith(("new_", "delete_")) and args.split(",")[0].rstrip(")").endswith("*"):
+                out.setdefault(args.split(",")[0].rstrip(")").rstrip("*").strip(), set()).add(method)
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -410,10 +429,12 @@ def main(argv=None) -> int:
             entry["source"] = "Slicer" if entry["path"].split("/")[0] in ("Libs", "Base", "Modules") \
                 and not entry["header"].startswith("ctk") else "CTK"
         qt_names |= {b for e in classes.values() for b in e["bases"] if b.startswith("Q")}
+        decorated = decorators(classes)
         tags[tag] = {"slicer_commit": slicer_commit, "ctk_commit": ctk_commit,
                      "python": _python_version(a.slicer, tag), "python_api": read_python(a.slicer, slicer_commit),
                      "terminology": read_terminology(a.slicer, slicer_commit),
                      "generic_module_test": read_generic_test(a.slicer, slicer_commit),
+                     "decorators": decorated,
                      "classes": dict(sorted(classes.items()))}
         print(f"{tag}: Slicer {slicer_commit[:10]}, CTK {ctk_commit[:10]}, {len(classes)} classes", file=sys.stderr)
     qt = read_qt(a.qt_python, sorted(qt_names))

@@ -100,7 +100,7 @@ def resolve(tag: str, name: str) -> ClassAPI | None:
         out.signals |= set(e["signals"])
         out.slots |= set(e["slots"])
         out.invokables |= set(e["invokables"])
-        out.methods |= set(e.get("methods", ()))
+        out.methods |= set(e.get("methods", ())) | set(api()["tags"][tag].get("decorators", {}).get(n, ()))
         out.enums |= set(e.get("enums", ()))
         todo += e["bases"]
     return out

@@ -34,6 +34,8 @@ def test_api_data_names_its_sources():
         assert "mrmlSceneChanged(vtkMRMLScene*)" in chk.resolve(tag, "qMRMLWidget").signals
         assert "startupCompleted()" in chk.resolve(tag, "qSlicerApplication").signals
         assert "pip_install" in t["python_api"]["slicer.util"]
+        # PythonQt decorators (qSlicerBaseQTCorePythonQtDecorators.h): slicer.app.testingEnabled()
+        assert "testingEnabled" in chk.resolve(tag, "qSlicerApplication").callables()
     assert data["qt"]["qt_version"].startswith("5.15.")
     assert "timeout()" in chk.resolve("v5.10.0", "QTimer").signals
 
