@@ -328,6 +328,8 @@ class _Scan:
                 return set(self.attrs.get((cls, e.attr), set()))
             if isinstance(base, ast.Name) and base.id == "slicer" and e.attr == "app":
                 return {"qSlicerApplication"}
+            if isinstance(base, ast.Name) and base.id in ("qt", "ctk", "slicer") and self.known(e.attr):
+                return {e.attr}  # the class itself: its static methods and enum values
             return set()
         if isinstance(e, ast.Name):
             return set(env.get(e.id, set()))

@@ -125,6 +125,8 @@ def test_checker_finds_python_mistakes(tmp_path):
         box.setNodeType("vtkMRMLScalarVolumeNode")
         slicer.util.tryWithErrorDisplay("x", waitCursr=True)
         slicer.util.noSuchHelper()
+        qt.QFileDialog.getOpenFileNames2(None)
+        mode = qt.QLineEdit.Passwort
 '''
     marker = "    def enter(self):"
     assert marker in src
@@ -136,7 +138,8 @@ def test_checker_finds_python_mistakes(tmp_path):
                      "QSlider has no attribute 'maximumValue'", 'QTimer has no signal "timedout()"',
                      "qMRMLNodeComboBox has no method/slot 'setNodeType'",
                      "tryWithErrorDisplay() takes no parameter 'waitCursr'", "slicer.util has no 'noSuchHelper'",
-                     "slicer.util has no 'noSuchThing'"):
+                     "slicer.util has no 'noSuchThing'", "QFileDialog has no method/slot 'getOpenFileNames2'",
+                     "QLineEdit has no attribute 'Passwort'"):
         assert expected in found, found
     # the same file without the mistakes is clean
     shutil.copy(ROOT / "SelfCorrectingSAM" / "SelfCorrectingSAM.py", path)
