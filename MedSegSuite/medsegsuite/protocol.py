@@ -14,12 +14,18 @@ API_HEADER = "X-MedSegSuite-API"      # the client's API version, checked when a
 
 CAPABILITIES = ["images.fingerprint-reuse", "arrays.zlib", "arrays.bitpacked-bool", "arrays.crop",
                 "results.mask-crops", "jobs.events-longpoll", "jobs.cancel", "sessions.lease",
-                "tasks.schemas", "results.crops", "models.import", "sessions.interactive-state"]
+                "tasks.schemas", "results.crops", "models.import", "sessions.interactive-state",
+                "auth.users-roles", "limits.budgets"]
 
 # error codes (HTTP status in brackets)
 E_BAD_REQUEST = "bad_request"            # [400] malformed payload, bad params, NaN, wrong dtype/geometry
 E_AUTH_MISSING = "auth_missing"          # [401]
 E_AUTH_WRONG = "auth_wrong"              # [403]
+E_FORBIDDEN = "forbidden"                # [403] the key is fine; its role may not do this, or not its session
+E_KEY_IN_URL = "key_in_url"              # [400] a key in the query string (refused, never logged)
+E_BAD_HOST = "host_not_allowed"          # [421] a Host header the server does not serve (DNS rebinding)
+E_TIMEOUT = "timeout"                    # [408] a body that stalled
+E_BUSY = "busy"                          # [429] this user's long-polls or sessions are at their cap
 E_NOT_FOUND = "not_found"                # [404]
 E_IMAGE_UNKNOWN = "image_unknown"        # [404] upload the image (again)
 E_JOB_UNKNOWN = "job_unknown"            # [404]
@@ -28,6 +34,7 @@ E_JOB_FAILED = "job_failed"              # [409]
 E_JOB_CANCELLED = "job_cancelled"        # [409]
 E_SESSION_EXPIRED = "session_expired"    # [410] lease not renewed in time
 E_SERVER_RESTARTED = "server_restarted"  # [410] the session belongs to an earlier server process
+E_RESULT_DROPPED = "result_dropped"      # [410] a result dropped with its idle image: run the job again
 E_SESSION_MISSING = "session_missing"    # [400] request without a session header
 E_TOO_LARGE = "too_large"                # [413]
 E_MODEL_EXISTS = "model_exists"          # [409] PUT /models/{id} with an id the server already has
