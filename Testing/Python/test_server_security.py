@@ -66,13 +66,16 @@ def _client(srv, key, **kw):
     return RemoteBackend(srv.url, api_key=key, heartbeat=False, **kw)
 
 
+_HTTP = httpx.Client()  # one client: building one per request costs ~0.3 s on a loaded machine
+
+
 def _raw(srv, method, path, key=None, session=None, **kw):
     headers = kw.pop("headers", {})
     if key:
         headers["Authorization"] = f"Bearer {key}"
     if session:
         headers[P.SESSION_HEADER] = session
-    return httpx.request(method, srv.url + P.PREFIX + path, headers=headers, timeout=30, **kw)
+    return _HTTP.request(method, srv.url + P.PREFIX + path, headers=headers, timeout=30, **kw)
 
 
 # -- 1. no file-system path crosses the API -------------------------------------------------------
@@ -136,15 +139,24 @@ def test_the_cache_key_of_an_image_is_not_a_client_parameter(srv, users):
 
 def test_a_tta_stream_is_private_to_its_client(srv, users):
     """Two clients using the same stream name adapt separately (the shared stream let one client's
-    images steer another's adaptation)."""
+    images steer another's adaptation), and a client's stream goes when its session ends."""
     rng = np.random.default_rng(0)
     v = Volume(rng.normal(size=(48, 48, 2)).astype(np.float32) * 50, (1.5, 1.5, 3.0), name="synthetic")
-    params = {"model": "liver-source", "method": "vptta", "stream": "ward-a", "slices": [0]}
-    with RemoteBackend(srv.url, api_key=users[1]["clinician"]) as a, \
-            RemoteBackend(srv.url, api_key=users[1]["annotator"]) as b:
-        seen_a = [run_job(a, "tta.adapt", v, params, timeout=120).info.get("stream_images_seen") for _ in range(2)]
-        seen_b = run_job(b, "tta.adapt", v, params, timeout=120).info.get("stream_images_seen")
-    assert seen_a == [1, 2] and seen_b == 1
+    params = {"model": "liver-source", "method": "tent", "stream": "ward-a", "slices": [0]}
+    cache = srv.state.backend.caches.models
+
+    def streams():
+        with cache._lock:
+            return {k: v for k, v in cache._items.items() if isinstance(k, tuple) and k[0] == "tta-stream"}
+
+    with _client(srv, users[1]["clinician"]) as a, _client(srv, users[1]["annotator"]) as b:
+        for c in (a, b):
+            assert run_job(c, "tta.adapt", v, params, timeout=120).info["stream"] == "ward-a"
+        mine = {k[1]: adapter for k, adapter in streams().items()}
+        assert set(mine) == {("client", a.session_id), ("client", b.session_id)}
+        assert mine[("client", a.session_id)] is not mine[("client", b.session_id)]
+        a_sid = a.session_id
+    assert not any(k[1] == ("client", a_sid) for k in streams())
 
 
 # -- 2. people, not one key ------------------------------------------------------------------------

@@ -54,7 +54,8 @@ class TimedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._disarm()  # idle between requests: uvicorn's keep-alive timeout applies
+        self._disarm()
+        self._arm()  # the next request's headers (or an idle keep-alive connection) get the same deadline
 
     def connection_lost(self, exc) -> None:
         self._disarm()
