@@ -292,7 +292,8 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
                            f"client API version {client_api} does not match this server's {P.API_VERSION} "
                            f"(medsegsuite {__version__}); install the same major version on both sides")
         user = request.state.user
-        s = state.sessions.open(sanitize(client), user.name, user.role)  # the name is the client's claim
+        s = state.sessions.open(sanitize(client), user.name, user.role,  # the client name is only its claim
+                                capped=state.users is not None and user.name not in ("shared", "local"))
         state.audit.write("session.open", user=user.name, role=user.role, session=s.id[:13], client=s.client_name,
                           peer=_peer(request))
         d = handshake_dict()
@@ -330,9 +331,13 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         from ..models.registry import check_model_id
 
         check_model_id(model_id)
-        meta, arrays = wire.unpack(body, wire.Limits(max_body_bytes=config.max_model_bytes,
-                                                     max_array_bytes=config.max_model_bytes,
-                                                     max_total_bytes=config.max_model_bytes), check_finite=False)
+        limits = wire.Limits(max_body_bytes=config.max_model_bytes, max_array_bytes=2**62, max_total_bytes=2**62)
+        _, entries, _ = wire.read_header(body, limits)
+        total = sum(wire.declared_bytes(e, limits) for e in entries)
+        if total > config.max_model_bytes:  # compressed small, but too big unpacked: refused before inflating
+            raise ApiError(413, P.E_TOO_LARGE, f"model file of {total / 2**20:.1f} MiB is over this server's limit "
+                           f"of {config.max_model_mb:g} MiB (medsegsuite serve --max-model-mb)")
+        meta, arrays = wire.unpack(body, limits, check_finite=False)
         if set(arrays) != {"checkpoint"} or arrays["checkpoint"].dtype != "uint8" or arrays["checkpoint"].ndim != 1:
             raise InputError("a model upload holds exactly one uint8 array named 'checkpoint' (the file's bytes)")
         if arrays["checkpoint"].nbytes > config.max_model_bytes:  # compressed small, but too big unpacked

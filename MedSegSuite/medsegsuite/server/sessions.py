@@ -64,10 +64,12 @@ class SessionManager:
         self._reaper.start()
 
     # -- sessions ------------------------------------------------------------------------------
-    def open(self, client_name: str, user: str = "local", role: str = "admin") -> Session:
+    def open(self, client_name: str, user: str = "local", role: str = "admin", capped: bool = True) -> Session:
+        """A new session for ``user``; ``capped``: count it against the per-user limit (a shared key or
+        the keyless loopback user is many people: only --max-sessions bounds those)."""
         with self.lock:
             mine = sum(1 for x in self.sessions.values() if x.user == user)
-            if mine >= self.max_sessions_per_user:
+            if capped and mine >= self.max_sessions_per_user:
                 raise ApiError(429, P.E_BUSY,
                                f"{user} already holds {mine} sessions, the per-user limit (--max-sessions-per-user "
                                f"{self.max_sessions_per_user}); close one (or wait {self.ttl:g} s for an abandoned "
