@@ -43,6 +43,21 @@ E_SERVER_FULL = "server_full"            # [503] --max-sessions reached
 E_INTERNAL = "internal"                  # [500]
 
 
+def normalize_url(url: str) -> str:
+    """A server URL with its scheme: https:// unless one is given, except for this machine itself
+    (127.0.0.1, ::1, localhost: an SSH tunnel's end), which may stay http://. The client, the hub's
+    key store and the docs all use this one rule."""
+    from urllib.parse import urlsplit
+
+    from .server.config import is_loopback
+
+    url = (url or "").strip().rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        host = urlsplit("//" + url).hostname or ""
+        url = ("http://" if is_loopback(host) else "https://") + url
+    return url
+
+
 def major(version: str) -> int:
     try:
         return int(str(version).split(".")[0])
@@ -55,5 +70,5 @@ def compatible(a: str, b: str) -> bool:
     return major(a) == major(b) and major(a) >= 0
 
 
-__all__ = ["API_VERSION", "PREFIX", "KEY_HEADER", "ALT_KEY_HEADER", "SESSION_HEADER", "API_HEADER",
+__all__ = ["API_VERSION", "PREFIX", "normalize_url", "KEY_HEADER", "ALT_KEY_HEADER", "SESSION_HEADER", "API_HEADER",
            "CAPABILITIES", "major", "compatible"]

@@ -29,6 +29,7 @@ import numpy as np
 from .. import __version__
 from .. import protocol as P
 from .. import wire
+from ..protocol import normalize_url
 from ..engine.interface import TERMINAL_STATES, JobEvent, JobFailed, JobResult, JobState
 from ..errors import InputError
 from ..volume import Volume
@@ -44,20 +45,6 @@ if logging.getLogger("httpx").level == logging.NOTSET:  # one INFO line per poll
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _RESULT_LIMITS = wire.Limits(max_body_bytes=2**40, max_array_bytes=2**40, max_arrays=4096, max_total_bytes=2**42)
-
-
-def normalize_url(url: str) -> str:
-    """A server URL with its scheme: https:// unless one is given, except for this machine itself
-    (127.0.0.1, ::1, localhost: an SSH tunnel's end), which may stay http://."""
-    from urllib.parse import urlsplit
-
-    from ..server.config import is_loopback
-
-    url = (url or "").strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        host = urlsplit("//" + url).hostname or ""
-        url = ("http://" if is_loopback(host) else "https://") + url
-    return url
 
 
 def _is_loopback_url(url: str) -> bool:
