@@ -82,8 +82,10 @@ class LocalBackend:
 
     def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
                   inputs: dict | None = None, client: str = "local", allow_paths: bool | None = None,
-                  user: str = "local", role: str = "admin") -> str:
-        return self.worker.submit(task, image_id, params or {}, inputs or {}, client, allow_paths, user, role).id
+                  user: str = "local", role: str = "admin", policy: dict | None = None) -> str:
+        """``client``/``user``/``role``/``policy``: who asks, under which rules (a server passes its own)."""
+        return self.worker.submit(task, image_id, params or {}, inputs or {}, client, allow_paths, user, role,
+                                  policy).id
 
     def _job(self, job_id: str):
         job = self.worker.jobs.get(job_id)

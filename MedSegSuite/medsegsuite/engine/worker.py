@@ -38,6 +38,7 @@ class Job:
     user: str = "local"
     role: str = "admin"
     allow_paths: bool = True  # whether its params may name files (never for a server's jobs)
+    policy: dict = field(default_factory=dict)  # the caller's rules over the worker's (a server's dyna_queue)
     state: JobState = JobState.QUEUED
     events: list = field(default_factory=list)
     result: JobResult | None = None
@@ -116,7 +117,8 @@ class Worker:
         self._thread.start()
 
     def submit(self, task: str, image_id: str | None, params: dict, inputs: dict, client: str = "local",
-               allow_paths: bool | None = None, user: str = "local", role: str = "admin") -> Job:
+               allow_paths: bool | None = None, user: str = "local", role: str = "admin",
+               policy: dict | None = None) -> Job:
         """Validate and queue a job. ``allow_paths=False`` refuses file paths for this call even on a
         backend that accepts them (a server passes it on every request); ``role`` must be at least the
         task's (`Forbidden` otherwise)."""
@@ -133,7 +135,7 @@ class Worker:
         paths = self.allow_paths and allow_paths is not False
         params = spec.validate(params, paths)  # once, before the job exists
         job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client, spec.kind, user=user,
-                  role=role, allow_paths=paths)
+                  role=role, allow_paths=paths, policy=dict(policy or {}))
         job.emit(JobState.QUEUED, 0.0, "queued")
         with self._cv:
             self.jobs[job.id] = job
@@ -252,7 +254,7 @@ class Worker:
 
     def context_of(self, job: Job) -> dict:
         """Who runs ``job`` and under which rules: the JobContext fields beyond progress and caches."""
-        policy = dict(self.policy, allow_paths=job.allow_paths)
+        policy = dict(self.policy, **job.policy, allow_paths=job.allow_paths)
         return {"client": job.client, "user": job.user, "role": job.role, "policy": policy}
 
     def _session(self, job: Job) -> dict | None:

@@ -75,10 +75,9 @@ class ServerState:
     def __init__(self, config: ServerConfig, backend: LocalBackend | None = None):
         self.config = config
         self.owns_backend = backend is None
-        self.backend = backend or LocalBackend(config.device, max_images=10**9, allow_paths=False,
-                                               dyna_queue=config.dyna_queue, retention_days=config.retention_days)
-        if self.owns_backend:
-            self.backend.worker.policy.update(dyna_queue=config.dyna_queue, retention_days=config.retention_days)
+        self.backend = backend or LocalBackend(config.device, max_images=10**9, allow_paths=False)
+        # the server's rules travel with each of its jobs, also on a backend shared with local use
+        self.policy = {"dyna_queue": config.dyna_queue, "retention_days": config.retention_days}
         self.import_lock = threading.Lock()
         self.users = UserStore(config.users_file) if config.users_file else None
         self.audit = AuditLog(config.audit_log)
@@ -487,7 +486,7 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
             # client=s.id: interactive session state is this client's alone; no parameter names a server file
             try:
                 job_id = state.backend.start_job(task, image_id, params, inputs, client=s.id, allow_paths=False,
-                                                 user=user.name, role=user.role)
+                                                 user=user.name, role=user.role, policy=state.policy)
             except MedSegError as e:
                 state.audit.write("job.start", "refused", user=user.name, role=user.role, session=s.id[:13],
                                   client=s.client_name, task=task, image=image_id, reason=type(e).__name__)
