@@ -8,9 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-
 from medsegsuite import protocol as P
-from medsegsuite import wire
 from medsegsuite.client import AuthError, RemoteBackend
 from medsegsuite.client.errors import RemoteError
 from medsegsuite.engine import JobResult, task
@@ -170,7 +168,7 @@ def test_keys_are_stored_hashed_and_printed_once(users, capsys, tmp_path):
     f = tmp_path / "u.json"
     assert main(["users", "add", "alice", "--role", "annotator", "--users-file", str(f)]) == 0
     out = capsys.readouterr().out
-    key = [w for w in out.split() if w.startswith("mss_")][0]
+    key = next(w for w in out.split() if w.startswith("mss_"))
     assert key not in f.read_text()
     assert main(["users", "list", "--users-file", str(f)]) == 0
     listed = capsys.readouterr().out
@@ -191,7 +189,6 @@ def test_roles_are_enforced_on_tasks_and_endpoints(srv, users, tmp_path):
             c.start_job("dyna.use", None, {"model": "liver-source", "version": "liver-source"})
         f = tmp_path / "m.pt"
         import torch
-
         from medsegsuite.models.checkpoints import save_checkpoint
 
         save_checkpoint(f, "test-arch", {"w": torch.ones(2)}, {"structures": ["x"]})
@@ -243,7 +240,8 @@ def test_the_audit_log_says_who_ran_what_on_which_image_without_patient_data(srv
         assert res.masks["fg"].all()
     path = srv.config.audit_log
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    lines = open(path, encoding="utf-8").read().splitlines()
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
     records = [json.loads(x) for x in lines]  # every line one JSON record: nothing injected
     jobs = [r for r in records if r.get("action") == "job.start" and r.get("task") == "test_sec.seg"]
     assert jobs and jobs[-1]["user"] == "dr-clinician" and jobs[-1]["image"] == v.fingerprint()
@@ -253,7 +251,8 @@ def test_the_audit_log_says_who_ran_what_on_which_image_without_patient_data(srv
     assert not any(x.startswith("FAKE") for x in lines)
     _raw(srv, "GET", "/handshake", key="mss_deadbeef_" + "y" * 43)
     time.sleep(0.05)
-    last = json.loads(open(path, encoding="utf-8").read().splitlines()[-1])
+    with open(path, encoding="utf-8") as f:
+        last = json.loads(f.read().splitlines()[-1])
     assert last["action"] == "auth" and last["status"] == "refused" and "y" * 10 not in json.dumps(last)
 
 

@@ -32,9 +32,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from .. import __version__, wire
 from .. import protocol as P
-from .. import wire
 from ..engine import LocalBackend
 from ..engine.interface import TERMINAL_STATES, JobState
 from ..errors import Forbidden, InputError, MedSegError

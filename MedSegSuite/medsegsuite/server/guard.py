@@ -41,9 +41,9 @@ class TimedH11Protocol(H11Protocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.cycle is None or self.cycle.response_complete:  # still waiting for a request's headers
-            if not self.transport.is_closing():
-                self.transport.close()
+        waiting = self.cycle is None or self.cycle.response_complete  # for a request's headers
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

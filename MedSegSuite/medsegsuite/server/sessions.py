@@ -133,7 +133,7 @@ class SessionManager:
         while not self._stop.wait(max(min(every), 0.05)):
             try:
                 self.reap()
-            except Exception:  # noqa: BLE001 - the reaper must keep running
+            except Exception:
                 log.exception("reaper")
 
     def reap(self) -> list[str]:

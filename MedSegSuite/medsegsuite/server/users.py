@@ -1,10 +1,5 @@
-"""People, not one shared key: per-user API keys stored hashed, with a role each.
-
-Roles, each allowed what the one before it may do:
-
-* ``clinician`` — segment and adapt (interactive tasks);
-* ``annotator`` — also train scribble models and CoSAM heads (training tasks);
-* ``admin``     — also deploy models (upload a checkpoint), run and deploy DyNA nights.
+"""People, not one shared key: per-user API keys stored hashed, each with a role (`engine.roles`:
+clinician, annotator, admin).
 
 A key looks like ``mss_<id>_<secret>``: ``id`` finds the user's record, the secret is checked
 against its salted scrypt hash with a constant-time compare. The file (``users.json``, mode 0600)

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
 from .options import check_night_options
 
 
