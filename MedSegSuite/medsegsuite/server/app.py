@@ -174,7 +174,9 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         if not given:
             raise ApiError(401, P.E_AUTH_MISSING, "this server needs an API key: pass --api-key-file F "
                            "(or set MEDSEGSUITE_API_KEY) on the client", {"WWW-Authenticate": "Bearer"})
-        user = state.users.authenticate(given) if state.users is not None else None
+        user = None
+        if state.users is not None:  # a new key costs one scrypt: off the event loop
+            user = state.users.cached(given) or await run_in_threadpool(state.users.authenticate, given)
         if user is None and config.api_key and key_matches(config.api_key, given):
             user = User("shared", config.api_key_role)
         if user is None:
