@@ -55,7 +55,7 @@ def users(tmp_path_factory):
 def srv(users, tmp_path_factory):
     audit = tmp_path_factory.mktemp("audit") / "audit.log"
     s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(users[0]), audit_log=str(audit),
-                                     lease_ttl=30.0, dyna_queue=False))
+                                     lease_ttl=120.0, dyna_queue=False))
     yield s
     s.stop()
 
@@ -333,7 +333,7 @@ def test_an_opted_in_queue_is_owner_only_private_per_user_and_expires(users, tmp
 
 
 def test_images_are_dropped_after_the_idle_time(users):
-    s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(users[0]), image_idle_ttl=0.5))
+    s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(users[0]), image_idle_ttl=2.0))
     try:
         with _client(s, users[1]["clinician"]) as c:
             image_id = c.set_image(Volume(np.ones((4, 5, 6), np.float32)))

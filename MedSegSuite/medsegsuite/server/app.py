@@ -546,6 +546,8 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
                 job.done_event.wait(max(0.0, min(wait, config.longpoll_max)))
         if job.state == JobState.DONE:
             r = job.result
+            if job.image_id is not None and r is not None:
+                state.sessions.touch_image(job.image_id)  # a result fetched is a use of its image
             if r is None:
                 raise ApiError(410, P.E_RESULT_DROPPED, f"the result of job {job_id} was dropped (its image was "
                                "unused for longer than the server keeps images); run the job again")
