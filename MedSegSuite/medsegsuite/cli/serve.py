@@ -98,6 +98,8 @@ def run(args):
 
     log = logging.getLogger("medsegsuite.serve")
     home = user_home() / "server"
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)  # users, audit log, TLS key: the server's own
     key = None
     if args.api_key_file:
         key = load_key_file(args.api_key_file)
@@ -142,7 +144,7 @@ def run(args):
         cert, keyf = make_self_signed(home / "tls", names)
         config.ssl_certfile, config.ssl_keyfile = str(cert), str(keyf)
         log.warning("self-signed certificate for a trial: %s (SHA-256 %s); copy it to each client and pass "
-                    "--ca-cert %s (the hub: CA certificate field). Use your CA's certificate for real use.",
+                    "--ca-cert %s (Slicer: environment MEDSEGSUITE_CA_CERT). Use your CA's certificate for real use.",
                     cert, fingerprint(cert), cert.name)
     config.check_bind()
     if not config.tls and not is_loopback(config.host):

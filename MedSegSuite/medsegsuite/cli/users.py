@@ -16,9 +16,15 @@ existing user again gives them a new key (key rotation) and revokes the old one.
 
 
 def default_users_file() -> str:
+    """``$MEDSEGSUITE_HOME/server/users.json``, in a folder only the server's user may enter."""
+    import os
+
     from ..models.registry import user_home
 
-    return str(user_home() / "server" / "users.json")
+    d = user_home() / "server"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return str(d / "users.json")
 
 
 def register(sub):

@@ -2,8 +2,8 @@
 
 A department should use a certificate from its own CA or a reverse proxy (docs/remote.md); for a
 trial the server makes a key (owner-only) and a certificate naming the host, and prints the
-certificate's SHA-256 fingerprint. Clients trust that one file (``--ca-cert`` / the hub's CA field):
-they keep verifying, and nobody turns verification off.
+certificate's SHA-256 fingerprint. Clients trust that one file (``--ca-cert``):
+they keep verifying, and nobody turns verification off (Slicer: ``MEDSEGSUITE_CA_CERT``).
 """
 from __future__ import annotations
 
