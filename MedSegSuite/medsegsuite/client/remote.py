@@ -139,7 +139,7 @@ class RemoteBackend:
             if "CERTIFICATE" in str(e).upper():
                 raise ServerUnreachable(f"the server at {self.url} presented a certificate this client does not "
                                         f"trust ({e}): if it is the server's own (self-signed) certificate, pass "
-                                        "it as the CA (--ca-cert F; in Slicer the environment variable MEDSEGSUITE_CA_CERT)") from None
+                                        "it as the CA (--ca-cert F; in Slicer: MEDSEGSUITE_CA_CERT=F)") from None
             raise ServerUnreachable(f"cannot reach the medsegsuite server at {self.url} ({e}). Is "
                                     "`medsegsuite serve` running there, is the port right and open, and "
                                     "does the URL start with http:// or https:// as the server expects?") from None
