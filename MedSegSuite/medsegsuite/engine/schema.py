@@ -9,7 +9,8 @@ Types: ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of ``choices``), `
 coronal, sagittal), ``slices`` ('all', 'every:K', 'a:b', 'i,j,k' or a list of ints), ``floats`` /
 ``ints`` (a list, optionally of fixed ``length``), ``strs``, ``dict`` (JSON object), ``model`` (a
 model registry id; a checkpoint *file path* is accepted only by an in-process backend on the user's
-own machine; a server accepts only ids in its registry and never looks a name up as a file) and ``path`` (a file on the backend machine: in-process only).
+own machine; a server accepts only ids in its registry and never looks a name up as a file) and
+``path`` (a file on the backend machine: in-process only).
 """
 from __future__ import annotations
 
