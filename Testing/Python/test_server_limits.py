@@ -53,7 +53,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(keys):
-    s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(keys[0]), lease_ttl=30.0,
+    s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(keys[0]), lease_ttl=120.0,
                                      max_upload_mb=4.0, max_request_mb=32.0, max_session_mb=24.0,
                                      max_image_voxels=4_000_000, max_sessions=8, max_sessions_per_user=2,
                                      max_longpolls_per_user=3, job_time_limit=1.0, header_timeout=1.0,
@@ -156,15 +156,16 @@ def test_one_user_cannot_hold_every_session(srv, keys):
             m.close()
 
 
-def test_one_user_cannot_hold_every_long_poll(srv, keys):
+def test_one_user_cannot_hold_every_long_poll(srv, keys, monkeypatch):
     _release.clear()
+    monkeypatch.setattr(srv.state.sessions, "job_time_limit", None)  # the job must outlive the polls
     with RemoteBackend(srv.url, api_key=keys[1]["a"], heartbeat=False) as c:
         job = c.start_job("test_lim.hold", None, {})
         statuses = []
 
         def poll():
             statuses.append(_raw(srv, "GET", f"/jobs/{job}/events", key=keys[1]["a"], session=c.session_id,
-                                 params={"wait": 0.8, "since": 99}).status_code)
+                                 params={"wait": 3.0, "since": 99}).status_code)
 
         threads = [threading.Thread(target=poll) for _ in range(6)]
         for t in threads:

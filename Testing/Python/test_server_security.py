@@ -306,11 +306,12 @@ def test_an_opted_in_queue_is_owner_only_private_per_user_and_expires(users, tmp
     from medsegsuite.tta import dyna
 
     s = start_in_thread(ServerConfig(port=0, device="cpu", users_file=str(users[0]), dyna_queue=True,
-                                     retention_days=1.0))
+                                     retention_days=1.0, lease_ttl=300.0))
     try:
         keys = users[1]
-        with _client(s, keys["clinician"]) as c, _client(s, keys["annotator"]) as other, \
-                _client(s, keys["admin"]) as adm:
+        with RemoteBackend(s.url, api_key=keys["clinician"]) as c, \
+                RemoteBackend(s.url, api_key=keys["annotator"]) as other, \
+                RemoteBackend(s.url, api_key=keys["admin"]) as adm:
             info = run_job(c, "tta.adapt", _tiny_ct(), {"model": "liver-source", "method": "dyna",
                                                         "slices": [0]}, timeout=120).info
             name = info["queued_case"]
@@ -345,7 +346,9 @@ def test_images_are_dropped_after_the_idle_time(users):
                 time.sleep(0.1)
             assert image_id not in s.state.backend.images
             assert s.state.backend.worker.jobs[job].result is None  # results go too
-            # the client re-sends the image by itself
+            # the client re-sends the image by itself (the reaper held off: a loaded machine may take
+            # longer than the 2 s idle time between the re-upload and the job)
+            s.state.sessions.image_idle_ttl = 3600
             assert run_job(c, "test_sec.seg", Volume(np.ones((4, 5, 6), np.float32)), {}, timeout=30).masks["fg"].all()
     finally:
         s.stop()
