@@ -33,7 +33,7 @@ class BackendSettings:
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {DEVICES}, got '{self.device}'")
         if self.mode == "remote" and not self.url.strip():
-            raise InputError("enter the server URL (e.g. http://gpu-server:8765) for the remote backend")
+            raise InputError("enter the server URL (e.g. https://gpu-server:8765) for the remote backend")
         return self
 
 
