@@ -135,7 +135,10 @@ def is_visible(seg_node, sid: str) -> bool:
 
 def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
     """One segment as a bool [i, j, k] array on ``geometry`` (nearest-neighbour resampled if the
-    segment lies on another grid; voxels outside the segment's stored extent are False)."""
+    segment lies on another grid; voxels outside the segment's stored extent are False).
+
+    Segments may share one labelmap layer, each with its own label value, so a voxel belongs to the
+    segment only where it holds that value (an empty segment in a shared layer reads as empty)."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     img = slicer.vtkOrientedImageData()
     if not logic.GetSegmentBinaryLabelmapRepresentation(seg_node, sid, img):
@@ -155,12 +158,11 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
         if np.any(hi <= lo):
             return out
         src = part[lo[0] - ext[0]:hi[0] - ext[0], lo[1] - ext[2]:hi[1] - ext[2], lo[2] - ext[4]:hi[2] - ext[4]]
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src == label if part.max() > 1 else src != 0
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src == label
         return out
     res = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, res, False, True)
-    arr = _array_on_extent(res, geometry)
-    return arr == label if arr.max() > 1 else arr != 0
+    return _array_on_extent(res, geometry) == label
 
 
 def _array_on_extent(img, geometry: Geometry) -> np.ndarray:
