@@ -180,7 +180,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         t = max(0, min(int(t), len(self.rounds) - 1))
         geometry, overwrite = self._review
         segments.write_masks(self.segmentation_node, {self.rounds_structure: self.rounds[t]}, geometry,
-                             overwrite=overwrite, undoable=False)
+                             overwrite=overwrite, amend=True)
         return t
     # ---- end of method-specific part ----------------------------------------------------------
 

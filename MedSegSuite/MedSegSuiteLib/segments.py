@@ -15,13 +15,15 @@ masks are also clipped out of protected segments, so those keep their voxels exc
 
 Only the named segments are created or updated (matched by name; new ones get the given colour).
 The segmentation's reference geometry is set from the input image grid. Every write is one undo
-step: :func:`undo_last_write` restores the previous content exactly (a `vtkSegmentationHistory`
-per segmentation node, which works the same on slicer-core and in Slicer).
+step, in the panels' Undo/Redo and in the Segment Editor's own stack (:mod:`.undo`): Undo restores
+the previous content exactly, and is refused when the segmentation changed since the write.
 
 Converter rules: Slicer's GUI registers them at start-up; slicer-core does not, so
 :func:`ensure_converter_rules` does it once (a no-op inside Slicer, where they already exist).
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import slicer
@@ -31,6 +33,7 @@ from medsegsuite.errors import InputError
 from medsegsuite.io.segmentation import default_color
 from medsegsuite.volume import Geometry
 
+from . import undo
 from .terminology import set_terminology
 from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, numpy_to_matrix
 
@@ -197,43 +200,32 @@ def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry) -> None
         raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
 
 
-# -- undo --------------------------------------------------------------------------------------
-_HISTORIES: dict[str, tuple] = {}
-
-
-def history(seg_node):
-    """The `vtkSegmentationHistory` MedSegSuite keeps for this segmentation node."""
-    key = seg_node.GetAddressAsString("vtkObject")
-    entry = _HISTORIES.get(key)
-    if entry is None or entry[0] is not seg_node or entry[1].GetSegmentation() is not seg_node.GetSegmentation():
-        for k in [k for k, (n, _) in _HISTORIES.items() if n.GetScene() is None]:
-            del _HISTORIES[k]  # nodes removed from their scene: drop their saved states
-        h = slicer.vtkSegmentationHistory()
-        h.SetMaximumNumberOfStates(10)
-        h.SetSegmentation(seg_node.GetSegmentation())
-        entry = _HISTORIES[key] = (seg_node, h)
-    return entry[1]
-
-
+# -- undo (see .undo) ---------------------------------------------------------------------------
 def can_undo(seg_node) -> bool:
-    return history(seg_node).IsRestorePreviousStateAvailable()
+    return undo.can_undo(seg_node)
+
+
+def can_redo(seg_node) -> bool:
+    return undo.can_redo(seg_node)
 
 
 def undo_last_write(seg_node) -> bool:
-    """Restore the segmentation as it was before the last :func:`write_masks`; False if none."""
-    h = history(seg_node)
-    if not h.IsRestorePreviousStateAvailable():
-        return False
-    return bool(h.RestorePreviousState())
+    """Revert the last :func:`write_masks`; False if none; `InputError` if the segmentation changed since."""
+    return undo.undo(seg_node)
+
+
+def redo_last_write(seg_node) -> bool:
+    return undo.redo(seg_node)
 
 
 # -- writing -----------------------------------------------------------------------------------
 def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None = None,
-                overwrite: str = "none", undoable: bool = True) -> dict[str, str]:
+                overwrite: str = "none", undoable: bool = True, amend: bool = False) -> dict[str, str]:
     """Create or update the named segments from bool masks on ``geometry``; returns {name: segment id}.
 
     See the module docstring for ``overwrite`` and protected segments. All checks run before
-    anything changes, so bad input leaves the segmentation as it was."""
+    anything changes, so bad input leaves the segmentation as it was. ``undoable``: one step of the
+    panels' Undo and of the Segment Editor's (see :mod:`.undo`); ``amend``: replace the last such step."""
     if overwrite not in POLICIES:
         raise InputError(f"overwrite must be one of {POLICIES}, got '{overwrite}'")
     if not masks:
@@ -246,7 +238,16 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
             raise InputError(f"mask '{name}' has shape {m.shape}, the image grid is {geometry.shape}")
         clean[str(name)] = m != 0 if m.dtype != bool else m
     ensure_converter_rules()
-    segmentation = seg_node.GetSegmentation()
+    plan = _plan(seg_node, clean, overwrite, geometry)  # refusals happen here, before anything changes
+    with undo.Step(seg_node, amend=amend) if undoable else contextlib.nullcontext() as step:
+        if step is not None and step.amended:  # the last step was reverted: plan on that content
+            plan = _plan(seg_node, clean, overwrite, geometry)
+        _write(seg_node, *plan, geometry, colors)
+    return {name: segment_id(seg_node, name) for name in clean}
+
+
+def _plan(seg_node, clean, overwrite, geometry):
+    """(masks to write, {name: existing segment id or None}, ids of other segments that give way)."""
     targets = {name: segment_id(seg_node, name) for name in clean}
     refused = [n for n, sid in targets.items() if sid is not None and is_protected(seg_node, sid)]
     if refused:
@@ -255,22 +256,21 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
     others = [sid for sid in segment_ids(seg_node) if sid not in targets.values()]
     protected = [sid for sid in others if is_protected(seg_node, sid)]
     if overwrite == "none":
-        editable = []
-    else:
-        editable = [sid for sid in others if sid not in protected
-                    and (overwrite == "all" or is_visible(seg_node, sid))]
-        if protected:
-            keep_out = np.zeros(geometry.shape, bool)
-            for sid in protected:
-                keep_out |= read_mask(seg_node, sid, geometry)
-            clean = {n: m & ~keep_out for n, m in clean.items()}
-    if undoable:
-        history(seg_node).SaveState()
+        return clean, targets, []
+    editable = [sid for sid in others if sid not in protected and (overwrite == "all" or is_visible(seg_node, sid))]
+    if protected:
+        keep_out = np.zeros(geometry.shape, bool)
+        for sid in protected:
+            keep_out |= read_mask(seg_node, sid, geometry)
+        clean = {n: m & ~keep_out for n, m in clean.items()}
+    return clean, targets, editable
+
+
+def _write(seg_node, clean, targets, editable, geometry, colors) -> None:
+    segmentation = seg_node.GetSegmentation()
     was = seg_node.StartModify()
-    ok = False
     try:
         set_reference_geometry(seg_node, geometry)
-        written = {}
         for i, (name, m) in enumerate(clean.items()):
             sid = targets[name]
             if sid is None:
@@ -280,7 +280,6 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
             elif name in colors:
                 segmentation.GetSegment(sid).SetColor(*[float(c) for c in colors[name]])
             _write_one(seg_node, sid, m, geometry)
-            written[name] = sid
         if editable:
             union = np.zeros(geometry.shape, bool)
             for m in clean.values():
@@ -289,9 +288,5 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
                 other = read_mask(seg_node, sid, geometry)
                 if np.any(other & union):
                     _write_one(seg_node, sid, other & ~union, geometry)
-        ok = True
     finally:
-        if not ok and undoable:  # a write that failed half-way is rolled back
-            history(seg_node).RestorePreviousState()
         seg_node.EndModify(was)
-    return written
