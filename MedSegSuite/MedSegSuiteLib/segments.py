@@ -239,10 +239,13 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
         clean[str(name)] = m != 0 if m.dtype != bool else m
     ensure_converter_rules()
     plan = _plan(seg_node, clean, overwrite, geometry)  # refusals happen here, before anything changes
+    seg = seg_node.GetSegmentation()
+    known = {n: (sid, seg.GetSegment(sid).GetColor()) for n, sid in plan[1].items() if sid is not None}
     with undo.Step(seg_node, amend=amend) if undoable else contextlib.nullcontext() as step:
-        if step is not None and step.amended:  # the last step was reverted: plan on that content
-            plan = _plan(seg_node, clean, overwrite, geometry)
-        _write(seg_node, *plan, geometry, colors)
+        if step is not None and step.amended:  # the last step was reverted: plan on that content,
+            plan = _plan(seg_node, clean, overwrite, geometry)  # keeping the segments' ids and colours
+            colors = {**{n: c for n, (_, c) in known.items()}, **colors}
+        _write(seg_node, *plan, geometry, colors, {n: sid for n, (sid, _) in known.items()})
     return {name: segment_id(seg_node, name) for name in clean}
 
 
@@ -266,7 +269,7 @@ def _plan(seg_node, clean, overwrite, geometry):
     return clean, targets, editable
 
 
-def _write(seg_node, clean, targets, editable, geometry, colors) -> None:
+def _write(seg_node, clean, targets, editable, geometry, colors, ids) -> None:
     segmentation = seg_node.GetSegmentation()
     was = seg_node.StartModify()
     try:
@@ -275,7 +278,7 @@ def _write(seg_node, clean, targets, editable, geometry, colors) -> None:
             sid = targets[name]
             if sid is None:
                 color = colors.get(name) or default_color(name, segmentation.GetNumberOfSegments() + i)
-                sid = segmentation.AddEmptySegment("", name, [float(c) for c in color])
+                sid = segmentation.AddEmptySegment(ids.get(name, ""), name, [float(c) for c in color])
                 set_terminology(segmentation.GetSegment(sid), name)
             elif name in colors:
                 segmentation.GetSegment(sid).SetColor(*[float(c) for c in colors[name]])

@@ -139,3 +139,12 @@ def test_ai_write_is_one_step_in_the_segment_editors_stack(node):
     editor.Undo()
     assert S.segment_names(node) == ["liver"]
     np.testing.assert_array_equal(S.read_masks(node, G, ["liver"])["liver"], painted)  # the stroke survives
+
+
+def test_amend_keeps_a_new_segments_id_and_colour(node):
+    S.write_masks(node, {"blob": box((1, 1, 1), (9, 9, 6))}, G, colors={"blob": (0.2, 0.4, 0.6)})
+    sid = S.segment_id(node, "blob")
+    S.write_masks(node, {"blob": box((2, 2, 2), (5, 5, 5))}, G, amend=True)
+    assert S.segment_id(node, "blob") == sid  # the Segment Editor's selection stays valid
+    np.testing.assert_allclose(node.GetSegmentation().GetSegment(sid).GetColor(), (0.2, 0.4, 0.6))
+    assert S.undo_last_write(node) and S.segment_names(node) == []
