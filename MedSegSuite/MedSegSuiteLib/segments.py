@@ -14,7 +14,9 @@ masks are also clipped out of protected segments, so those keep their voxels exc
 *into* a protected segment is refused before anything changes.
 
 Only the named segments are created or updated (matched by name; new ones get the given colour).
-The segmentation's reference geometry is set from the input image grid. Every write is one undo
+A segmentation without a reference geometry gets the input image grid; one the user chose (e.g. an
+oversampled grid in the Segment Editor) is kept and results are resampled onto it. A segmentation
+under a linear transform gets its results through the inverse transform, so they sit on the image. Every write is one undo
 step, in the panels' Undo/Redo and in the Segment Editor's own stack (:mod:`.undo`): Undo restores
 the previous content exactly, and is refused when the segmentation changed since the write.
 
@@ -35,7 +37,7 @@ from medsegsuite.volume import Geometry
 
 from . import undo
 from .terminology import set_terminology
-from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, numpy_to_matrix
+from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, node_to_world, numpy_to_matrix
 
 POLICIES = ("none", "visible", "all")
 LOCK_TAG = "MedSegSuite.Locked"
@@ -76,6 +78,48 @@ def set_reference_geometry(seg_node, geometry: Geometry) -> None:
     text = slicer.vtkSegmentationConverter.SerializeImageGeometry(numpy_to_matrix(geometry.ijk_to_ras), empty)
     seg_node.GetSegmentation().SetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), text)
+
+
+def reference_geometry(seg_node) -> Geometry | None:
+    """The segmentation's reference grid (in the node's own frame), or None when none is set."""
+    text = seg_node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    if not text:
+        return None
+    img = slicer.vtkOrientedImageData()
+    if not slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, img):
+        return None
+    ext = img.GetExtent()
+    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+        return None
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    shift = np.eye(4)
+    shift[:3, 3] = [ext[0], ext[2], ext[4]]  # a grid whose extent does not start at 0
+    return Geometry.from_ijk_to_ras((ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1),
+                                    matrix_to_numpy(m) @ shift)
+
+
+def node_geometry(seg_node, geometry: Geometry) -> Geometry:
+    """``geometry`` (world RAS) in the segmentation node's own frame: a segmentation under a linear
+    transform stores its labelmaps untransformed, so results are placed through the inverse."""
+    to_world = node_to_world(seg_node)
+    if np.allclose(to_world, np.eye(4)):
+        return geometry
+    return Geometry.from_ijk_to_ras(geometry.shape, np.linalg.inv(to_world) @ geometry.ijk_to_ras)
+
+
+def same_grid(a: Geometry, b: Geometry) -> bool:
+    """Equal grids up to the rounding of a serialised reference geometry (6 significant digits)."""
+    return tuple(a.shape) == tuple(b.shape) and np.allclose(a.ijk_to_ras, b.ijk_to_ras, rtol=1e-5, atol=1e-4)
+
+
+def _covers(outer: Geometry, inner: Geometry) -> bool:
+    """True when every voxel centre of ``inner`` lies inside ``outer``'s grid."""
+    n = np.asarray(inner.shape) - 1
+    corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+    ijk = outer.ras_to_ijk_points((np.c_[corners, np.ones(8)] @ inner.ijk_to_ras.T)[:, :3])
+    return bool(np.all(ijk > -0.5 - 1e-6) and np.all(ijk < np.asarray(outer.shape) - 0.5 + 1e-6))
 
 
 def new_segmentation_node(scene, name: str, geometry: Geometry | None = None):
@@ -144,9 +188,10 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
     segment only where it holds that value (an empty segment in a shared layer reads as empty)."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     img = slicer.vtkOrientedImageData()
-    if not logic.GetSegmentBinaryLabelmapRepresentation(seg_node, sid, img):
+    if not logic.GetSegmentBinaryLabelmapRepresentation(seg_node, sid, img, False):  # in the node's frame
         raise InputError(f"segment '{sid}' has no binary labelmap (convert it in the Segmentations module)")
     label = seg_node.GetSegmentation().GetSegment(sid).GetLabelValue()
+    geometry = node_geometry(seg_node, geometry)
     ref = oriented_image(np.zeros(geometry.shape, np.uint8), geometry)
     ext = img.GetExtent()
     if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
@@ -193,10 +238,16 @@ def read_masks(seg_node, geometry: Geometry, names=None) -> dict[str, np.ndarray
     return out
 
 
-def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry) -> None:
+def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry, target: Geometry | None = None) -> None:
+    """Write ``mask`` (on ``geometry``, in the node's frame), resampled onto ``target`` when given."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.SetBinaryLabelmapToSegment(oriented_image(mask.astype(np.uint8), geometry), seg_node, sid,
-                                            logic.MODE_REPLACE):
+    img = oriented_image(mask.astype(np.uint8), geometry)
+    if target is not None and not same_grid(target, geometry):
+        out = slicer.vtkOrientedImageData()
+        ref = oriented_image(np.zeros(target.shape, np.uint8), target)
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, out, False, True)
+        img = out
+    if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, logic.MODE_REPLACE):
         raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
 
 
@@ -270,10 +321,17 @@ def _plan(seg_node, clean, overwrite, geometry):
 
 
 def _write(seg_node, clean, targets, editable, geometry, colors, ids) -> None:
+    """The write itself. Masks are on ``geometry`` (world); they go into the node's frame, and onto
+    the segmentation's reference grid when the user chose one that holds the image (e.g. an
+    oversampled grid: it is kept); a segmentation without one gets the image grid."""
     segmentation = seg_node.GetSegmentation()
+    world, geometry = geometry, node_geometry(seg_node, geometry)
+    ref = reference_geometry(seg_node)
+    target = ref if ref is not None and _covers(ref, geometry) else None
     was = seg_node.StartModify()
     try:
-        set_reference_geometry(seg_node, geometry)
+        if ref is None:
+            set_reference_geometry(seg_node, geometry)
         for i, (name, m) in enumerate(clean.items()):
             sid = targets[name]
             if sid is None:
@@ -282,14 +340,14 @@ def _write(seg_node, clean, targets, editable, geometry, colors, ids) -> None:
                 set_terminology(segmentation.GetSegment(sid), name)
             elif name in colors:
                 segmentation.GetSegment(sid).SetColor(*[float(c) for c in colors[name]])
-            _write_one(seg_node, sid, m, geometry)
+            _write_one(seg_node, sid, m, geometry, target)
         if editable:
             union = np.zeros(geometry.shape, bool)
             for m in clean.values():
                 union |= m
             for sid in editable:
-                other = read_mask(seg_node, sid, geometry)
+                other = read_mask(seg_node, sid, world)
                 if np.any(other & union):
-                    _write_one(seg_node, sid, other & ~union, geometry)
+                    _write_one(seg_node, sid, other & ~union, geometry, target)
     finally:
         seg_node.EndModify(was)
