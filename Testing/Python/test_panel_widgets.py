@@ -273,3 +273,20 @@ def test_reload_reloads_the_library_and_metadata_names_the_hub(gui):
         p = Parent()
         getattr(sys.modules.get(name) or __import__(name), name)(p)
         assert p.dependencies == ["MedSegSuite"]
+
+
+def test_hub_waits_for_nothing(gui):
+    """The hub's model list, device check and connection test run in the background."""
+    w = pythonqt_standin.widget(gui, "MedSegSuite")
+    w.calls.wait(30)
+    gui.fire()
+    assert w.ui.modelsTableWidget.calls and any(c[0] == "setRowCount" and c[1][0] > 0
+                                                for c in w.ui.modelsTableWidget.calls)
+    w.ui.testConnectionButton.click()
+    assert w.ui.statusLabel.text == "Connecting…"
+    w.calls.wait(30)
+    gui.fire()
+    assert w.ui.statusLabel.text.startswith("Connected:"), w.ui.statusLabel.text
+    assert "local" in w.ui.deviceStatusLabel.text
+    assert {"list_models", "handshake"} <= {n for n, _ in gui.backend.calls}
+    assert gui.backend.gui_calls(gui.gui_thread) == []
