@@ -11,6 +11,8 @@ from __future__ import annotations
 import qt
 import slicer
 
+from medsegsuite.errors import InputError
+
 from .background import BackgroundCalls
 from .jobs import Phase
 from .panel import button_text, status_text
@@ -66,6 +68,8 @@ class JobPanel:
             self.logic.use_catalogue(catalogue)
             show()
 
+        if self.logic.catalogue is None:  # until it arrives, nothing falls back to a call on this thread
+            self.logic.use_catalogue(InputError("it is still being fetched"))
         self.call(self.logic.fetch_catalogue, done, done, name="model list")
 
     def poll(self):

@@ -75,7 +75,7 @@ class MethodLogic:
         if self.catalogue is None:
             return None
         if isinstance(self.catalogue, BaseException):
-            raise InputError(f"the backend could not list its models and tasks: {self.catalogue}")
+            raise InputError(f"the backend's model list is not available: {self.catalogue}")
         return self.catalogue[kind] if kind == "tasks" else self.catalogue[kind].get(key)
 
     def models(self, task: str | None = None) -> list[dict]:
