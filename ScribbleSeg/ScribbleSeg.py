@@ -20,6 +20,7 @@ from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableM
                                        ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Scribble segmentation"
@@ -43,7 +44,21 @@ class ScribbleSeg(ScriptedLoadableModule):
 
 
 # ------------------------------------------------------------------------------------------------
+class ScribbleSegParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    scribbles: slicer.vtkMRMLSegmentationNode
+
+
+ScribbleSegParameterNode = wrap(ScribbleSegParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = ScribbleSegParameterNode
     MODEL_TASK = "scribble.segment"  # the registry task of the models its model list offers
     TASK = "scribble.train"
     TASKS = {"quick": "scribble.quick", "train": "scribble.train", "segment": "scribble.segment"}
@@ -174,6 +189,7 @@ class ScribbleSegWidget(MethodPanelWidget):
         self.refreshModels()
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"method": "methodComboBox", "iterations": "iterationsSpinBox"}

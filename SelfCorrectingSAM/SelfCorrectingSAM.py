@@ -19,6 +19,7 @@ from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableM
                                        ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Self-correcting SAM"
@@ -39,7 +40,23 @@ class SelfCorrectingSAM(ScriptedLoadableModule):
 
 
 # ------------------------------------------------------------------------------------------------
+class SelfCorrectingSAMParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    positivePoints: slicer.vtkMRMLMarkupsFiducialNode
+    negativePoints: slicer.vtkMRMLMarkupsFiducialNode
+    roi: slicer.vtkMRMLMarkupsROINode
+
+
+SelfCorrectingSAMParameterNode = wrap(SelfCorrectingSAMParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = SelfCorrectingSAMParameterNode
     MODEL_TASK = "cosam"  # the registry task of the models its model list offers
     TASK = "cosam.segment"
 
@@ -246,6 +263,7 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
         return [n for n in nodes if n is not None] or None
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"model": "modelComboBox", "structure": "structureLineEdit", "iterations": "iterationsSpinBox", "slices": "slicesLineEdit", "propagate": "propagateCheckBox"}

@@ -20,6 +20,7 @@ from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableM
                                        ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Test-time adaptation"
@@ -43,7 +44,20 @@ class TestTimeAdapt(ScriptedLoadableModule):
 
 
 # ------------------------------------------------------------------------------------------------
+class TestTimeAdaptParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+
+
+TestTimeAdaptParameterNode = wrap(TestTimeAdaptParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = TestTimeAdaptParameterNode
     MODEL_TASK = "tta"  # the registry task of the models its model list offers
     TASK = "tta.adapt"
 
@@ -227,6 +241,7 @@ class TestTimeAdaptWidget(MethodPanelWidget):
         self.ui.dynaCollapsibleButton.collapsed = method != "dyna"
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"model": "modelComboBox", "method": "methodComboBox", "options": "optionsLineEdit", "slices": "slicesLineEdit"}

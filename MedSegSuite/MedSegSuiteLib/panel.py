@@ -57,6 +57,13 @@ class MethodLogic:
         return self.backend_provider()
 
     catalogue = None  # what the backend offers, fetched off the GUI thread (see fetch_catalogue)
+    PARAMETERS = None  # the panel's parameter-node wrapper class (MedSegSuiteLib.parameters.wrap)
+
+    def parameter_node(self):
+        """The scene's parameter node of this panel, wrapped (None where there is no wrapper)."""
+        if self.PARAMETERS is None:
+            return None
+        return self.PARAMETERS(self.getParameterNode())  # ScriptedLoadableModuleLogic's singleton node
 
     def fetch_catalogue(self) -> dict:
         """Everything the panel's lists and tooltips need from the backend: run it on a worker thread

@@ -1,6 +1,6 @@
 """What the three method panels' Widget classes share (Qt only inside their methods, so the module
-files still import on slicer-core): Undo/Redo buttons that follow the output segmentation, scene
-close, and a Reload that reloads this library too.
+files still import on slicer-core): node selections in the scene's parameter node, Undo/Redo
+buttons that follow the output segmentation, scene close, and a Reload that reloads this library too.
 
 A panel's ``setup()`` calls :meth:`MethodPanelWidget.setupPanel` after it made ``self.ui``,
 ``self.logic`` and ``self.jobPanel``; its ``updateButtons()`` calls :meth:`updateUndoButtons`.
@@ -16,7 +16,7 @@ from .slicerbase import ScriptedLoadableModuleWidget, VTKObservationMixin
 
 # reloaded leaves first, so each module picks up the fresh copies of what it imports; `backends`
 # (the session's backend and its worker thread) is kept
-RELOAD_ORDER = ("headless", "slicerbase", "background", "volumes", "terminology", "undo", "segments", "prompts",
+RELOAD_ORDER = ("headless", "slicerbase", "parameters", "background", "volumes", "terminology", "undo", "segments", "prompts",
                 "jobs", "dependencies", "panel", "sampledata", "scene", "selftest", "gui", "panelwidget")
 SEGMENTATION_EVENTS = ("SegmentAdded", "SegmentRemoved", "SegmentModified", "SourceRepresentationModified")
 
@@ -37,6 +37,8 @@ class MethodPanelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self._observedSegmentation = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
 
     def setupPanel(self):
         """Connections every method panel has (call at the end of setup)."""
@@ -46,7 +48,28 @@ class MethodPanelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSegmentationChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
         self.onSegmentationChanged()
+
+    # -- parameter node (selections saved with the scene) --------------------------------------------
+    def initializeParameterNode(self):
+        """Bind the widgets to this panel's parameter node; pick the first volume if none is chosen."""
+        node = self.logic.parameter_node()
+        self.setParameterNode(node)
+        if node is not None and not node.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first is not None:
+                node.inputVolume = first
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode, self._parameterNodeGuiTag = node, None
+        if node is not None:
+            self._parameterNodeGuiTag = node.connectGui(self.ui)  # widgets named by SlicerParameterName
+
+    def exit(self):
+        self.setParameterNode(None)
 
     # -- output segmentation ----------------------------------------------------------------------
     def onSegmentationChanged(self, *_):
@@ -101,11 +124,14 @@ class MethodPanelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.cancel()
         self.resetLogicState()
         undo.forget()
+        self.setParameterNode(None)
 
     def resetLogicState(self):
         self.logic.segmentation_node = None
 
     def onSceneEndClose(self, *_):
+        if getattr(self.parent, "isEntered", True):  # a fresh parameter node for the empty scene
+            self.initializeParameterNode()
         self.onSegmentationChanged()
 
     def onReload(self):
@@ -115,6 +141,7 @@ class MethodPanelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.onReload(self)
 
     def cleanup(self):
+        self.setParameterNode(None)
         self.jobPanel.close()
         self.removeObservers()
         self._observedSegmentation = None

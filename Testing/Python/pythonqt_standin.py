@@ -307,6 +307,18 @@ class StandIn:
         class ScriptedLoadableModuleLogic:
             def __init__(self, parent=None):
                 self.parent = parent
+                self.moduleName = type(self).__name__[: -len("Logic")]
+
+            def getParameterNode(self):  # noqa: N802 - Slicer's: one singleton node per module
+                import slicer
+
+                node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+                if node is None:
+                    node = slicer.vtkMRMLScriptedModuleNode()
+                    node.SetSingletonTag(self.moduleName)
+                    node.SetAttribute("ModuleName", self.moduleName)
+                    node = slicer.mrmlScene.AddNode(node)
+                return node
 
         class ScriptedLoadableModuleTest(unittest.TestCase):
             def delayDisplay(self, message, msec=0):  # noqa: N802
@@ -317,6 +329,53 @@ class StandIn:
         mod.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
         mod.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
         return mod
+
+
+def parameter_node_wrapper(cls):
+    """Stand-in for ``slicer.parameterNodeWrapper.parameterNodeWrapper`` for node-typed attributes:
+    values are node references of the scripted module node, ``connectGui`` binds the node selectors
+    whose ``SlicerParameterName`` names an attribute, both ways."""
+    fields = dict(cls.__annotations__)
+
+    class Wrapped:
+        def __init__(self, node):
+            self.__dict__["parameterNode"] = node
+            self.__dict__["bound"] = []  # (widget, name): a parameter set in code shows in its widget
+
+        def __getattr__(self, name):
+            if name not in fields:
+                raise AttributeError(name)
+            return self.parameterNode.GetNodeReference(name)
+
+        def __setattr__(self, name, value):
+            if name not in fields:
+                raise AttributeError(f"{cls.__name__} has no parameter {name}")
+            self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+            for w, bound_name in self.bound:
+                if bound_name == name:
+                    w.setCurrentNode(value)
+
+        def connectGui(self, ui):  # noqa: N802
+            tag = []
+            for w in vars(ui).values():
+                name = w.props.get("SlicerParameterName") if isinstance(w, Widget) else None
+                if name in fields and isinstance(w, NodeComboBox):
+                    w.setCurrentNode(getattr(self, name))
+
+                    def write(node, name=name):
+                        setattr(self, name, node)
+                    w.connect("currentNodeChanged(vtkMRMLNode*)", write)
+                    tag.append((w, write))
+                    self.bound.append((w, name))
+            return tag
+
+        def disconnectGui(self, tag):  # noqa: N802
+            for w, write in tag:
+                w.slots["currentNodeChanged(vtkMRMLNode*)"].remove(write)
+            self.bound.clear()
+
+    Wrapped.__name__ = cls.__name__
+    return Wrapped
 
 
 def _ours(name: str) -> bool:
@@ -343,6 +402,10 @@ def installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", standin.scripted_module())
     monkeypatch.setattr(slicer, "ScriptedLoadableModule", sys.modules["slicer.ScriptedLoadableModule"], raising=False)
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = parameter_node_wrapper
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+    monkeypatch.setattr(slicer, "parameterNodeWrapper", wrapper, raising=False)
     for k, v in standin.util_functions().items():
         monkeypatch.setattr(slicer.util, k, v, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", standin.scene, raising=False)

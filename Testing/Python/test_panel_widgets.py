@@ -290,3 +290,25 @@ def test_hub_waits_for_nothing(gui):
     assert "local" in w.ui.deviceStatusLabel.text
     assert {"list_models", "handshake"} <= {n for n, _ in gui.backend.calls}
     assert gui.backend.gui_calls(gui.gui_thread) == []
+
+
+def test_selections_live_in_the_scene_parameter_node(gui):
+    """Chosen nodes are kept in the panel's parameter node: a new widget (Reload) shows them again,
+    and scene close starts from a fresh parameter node."""
+    from MedSegSuiteLib import segments as S
+
+    w = pythonqt_standin.widget(gui, "ScribbleSeg")
+    settle(gui, w)
+    assert w.ui.inputVolumeSelector.currentNode() is gui.volume  # the first volume is preselected
+    scribbles = S.new_segmentation_node(gui.scene, "scribbles", G)
+    w.ui.scribblesSelector.setCurrentNode(scribbles)
+    p = gui.scene.GetSingletonNode("ScribbleSeg", "vtkMRMLScriptedModuleNode")
+    assert p.GetNodeReferenceID("scribbles") == scribbles.GetID()  # saved with the scene
+    assert p.GetNodeReferenceID("inputVolume") == gui.volume.GetID()
+    w.cleanup()
+    again = pythonqt_standin.widget(gui, "ScribbleSeg")  # what Reload does
+    assert again.ui.scribblesSelector.currentNode() is scribbles
+    gui.scene.Clear(0)
+    assert again.ui.scribblesSelector.currentNode() is None or again.ui.scribblesSelector.currentNode().GetScene() is None
+    fresh = gui.scene.GetSingletonNode("ScribbleSeg", "vtkMRMLScriptedModuleNode")
+    assert fresh is not None and fresh.GetNodeReferenceID("scribbles") is None
