@@ -243,7 +243,7 @@ class ScribbleSegWidget(MethodPanelWidget):
         if self.logic.model_bytes is not None:
             self.ui.continueCheckBox.enabled = True
         if self.ui.segmentationSelector.currentNode() is None and self.logic.segmentation_node is not None:
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+            self.selectOutput(self.logic.segmentation_node)
         self.updateButtons()
 
     def resetLogicState(self):

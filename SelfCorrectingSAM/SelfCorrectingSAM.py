@@ -318,7 +318,7 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
 
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and runner.phase.value == "done":
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+            self.selectOutput(self.logic.segmentation_node)
         if runner.phase.value == "done" and self.logic.rounds:
             last = len(self.logic.rounds) - 1
             self.ui.roundSlider.blockSignals(True)

@@ -271,7 +271,7 @@ class TestTimeAdaptWidget(MethodPanelWidget):
 
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and self.logic.segmentation_node is not None:
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+            self.selectOutput(self.logic.segmentation_node)
         if runner.phase.value == "done" and self.logic.last_info.get("entropy_after"):
             i = self.logic.last_info
             self.ui.statusLabel.text += (f"  Mean entropy {i['mean_entropy_before']:.3f} before, "

@@ -69,7 +69,17 @@ class MethodPanelWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = node.connectGui(self.ui)  # widgets named by SlicerParameterName
 
     def exit(self):
-        self.setParameterNode(None)
+        """Leaving the module: the widgets stop following the parameter node (it stays for writes)."""
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
+
+    def selectOutput(self, node):
+        """Show a new output segmentation, in the parameter node too (a job may end while the user is
+        in another module: entering again shows it)."""
+        if self._parameterNode is not None:
+            self._parameterNode.outputSegmentation = node
+        self.ui.segmentationSelector.setCurrentNode(node)
 
     # -- output segmentation ----------------------------------------------------------------------
     def onSegmentationChanged(self, *_):

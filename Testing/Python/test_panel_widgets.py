@@ -120,6 +120,7 @@ def test_gui_thread_never_waits_for_a_slow_backend(gui):
 
     seg = w.ui.segmentationSelector.currentNode()
     assert seg is w.logic.segmentation_node and read_masks(seg, G, ["liver"])["liver"][BOX].all()
+    assert w._parameterNode.outputSegmentation is seg  # the new output is kept in the parameter node
     assert w.ui.undoButton.enabled and not w.ui.redoButton.enabled
 
 
