@@ -164,7 +164,8 @@ class Step:
             self.amended = True
         elif _history_moved(rec) or rec.history.GetNumberOfStates() == 0:
             rec.back = 0  # a foreign edit (or none of ours yet): earlier AI steps are out of reach
-        save_editor_states(self.node)
+        if not self.amended:  # an amended step is still the one the Segment Editor saved before it
+            save_editor_states(self.node)
         rec.history.SaveState()
         return self
 
