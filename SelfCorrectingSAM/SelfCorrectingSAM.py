@@ -238,7 +238,7 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
             place.setMRMLScene(slicer.mrmlScene)
             place.buttonsVisible = True
             place.deleteAllControlPointsOptionVisible = True
-            place.placeMultipleMarkups = place.ForcePlaceMultipleMarkups
+            place.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, w=word: self.onPointsNodeChanged(w, node))
         self.setupPanel()

@@ -409,6 +409,8 @@ def installed(monkeypatch):
     for k, v in standin.util_functions().items():
         monkeypatch.setattr(slicer.util, k, v, raising=False)
     monkeypatch.setattr(slicer, "mrmlScene", standin.scene, raising=False)
+    monkeypatch.setattr(slicer, "qSlicerMarkupsPlaceWidget", types.SimpleNamespace(  # its enum, as PythonQt has it
+        ForcePlaceSingleMarkup=1, ForcePlaceMultipleMarkups=2, HidePlaceMultipleMarkupsOption=0), raising=False)
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(connect=lambda *a: None), raising=False)
     plots = types.SimpleNamespace(logic=lambda: types.SimpleNamespace(ShowChartInLayout=lambda chart: None))
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(plots=plots), raising=False)

@@ -234,6 +234,7 @@ def test_cosam_plus_and_minus_point_lists(gui):
     w.ui.negativePointsSelector.setCurrentNode(neg)
     assert ("setCurrentNode", (neg,), {}) in w.ui.negativePlaceWidget.calls  # its place button targets it
     assert w.ui.positivePlaceWidget.props["mrmlScene"] is gui.scene
+    assert w.ui.negativePlaceWidget.placeMultipleMarkups == slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
     ijk_to_ras = G.ijk_to_ras
     pos.AddControlPoint(vtk.vtkVector3d(*(ijk_to_ras @ [5.0, 6.0, 2.0, 1.0])[:3]), "a")
     neg.AddControlPoint(vtk.vtkVector3d(*(ijk_to_ras @ [20.0, 3.0, 2.0, 1.0])[:3]), "b")
