@@ -163,6 +163,19 @@ def _rel(path: Path):
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
+# Dynamic properties Slicer reads off widgets, and the name under which its Python API exports them.
+DYNAMIC_PROPERTIES = {"SlicerParameterName": ("slicer.parameterNodeWrapper", "SlicerParameterNamePropertyName"),
+                      "SlicerPackParameterName": ("slicer.parameterNodeWrapper",
+                                                  "SlicerPackParameterNamePropertyName")}
+
+
+def _dynamic_property_known(tag: str, pname: str) -> bool:
+    """True when Slicer at ``tag`` exports the constant naming this dynamic property (parameterNodeWrapper
+    binds .ui widgets to parameters through ``SlicerParameterName``)."""
+    module, constant = DYNAMIC_PROPERTIES.get(pname, (None, None))
+    return module is not None and constant in api()["tags"][tag]["python_api"].get(module, {})
+
+
 def check_ui(tag: str, module: str, path: Path | None = None) -> list[str]:
     path = path or ui_file(module)
     root = ET.parse(path).getroot()
@@ -179,6 +192,10 @@ def check_ui(tag: str, module: str, path: Path | None = None) -> list[str]:
             continue
         for prop in w.findall("property"):
             pname = prop.get("name")
+            if prop.get("stdset") == "0":  # a dynamic property (QObject::setProperty), not a Q_PROPERTY
+                if not _dynamic_property_known(tag, pname):
+                    out.append(f"{where}: {name} has dynamic property '{pname}', which Slicer {tag} does not read")
+                continue
             if pname not in info.properties:
                 out.append(f"{where}: {name} ({cls}) has no property '{pname}'")
                 continue
