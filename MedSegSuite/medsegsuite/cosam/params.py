@@ -22,6 +22,8 @@ SEGMENT_PARAMS = [
     Param("propagate", "bool", False, "let each slice's result seed its neighbour"),
     Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint for models trained on those"),
     ENCODER_PARAM,
+    Param("extent_step", "int", 4, "find the structure's extent first with every K-th slice, then segment only "
+          "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
     Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
     Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
 ]

@@ -97,7 +97,8 @@ def segment(ctx, image, params, inputs):
     out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
                          params["k_points"], clicks, None if start is None else np.asarray(start, bool),
                          params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
-                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]))
+                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]),
+                         extent_step=params["extent_step"])
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
     info = {**out["info"], "structure": structure, "model": params["model"],
             "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route, "window": window,
