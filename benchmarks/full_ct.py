@@ -61,7 +61,7 @@ def old_fingerprint(v) -> str:
 def run_cli(image: Path, out: Path, threads: int, device: str = "cpu", extra=()) -> dict:
     """``medsegsuite cosam segment`` in its own process -> wall s, peak RSS (MB), its printed summary."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "MedSegSuite") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "medsegsuite", "cosam", "segment", str(image), "--out", str(out),
+    cmd = [sys.executable, "-m", "medsegsuite", "cosam", "segment", "--image", str(image), "--out", str(out),
            "--threads", str(threads), "--device", device, *extra]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
