@@ -36,6 +36,8 @@ def main(argv=None):
     ap.add_argument("--no-volume", action="store_true", help="skip the whole-volume runs")
     ap.add_argument("--all-slices", action="store_true", help="also run all slices without the extent pass "
                     "for the Dice and time comparison")
+    ap.add_argument("--reuse-embeddings", action="store_true", help="the all-slices runs reuse the first run's "
+                    "embeddings (Dice comparison only; their time is then the loop's)")
     ap.add_argument("--compare-overlap", action="store_true", help="also run all slices with the encoder and the "
                     "loop one after the other (no overlap)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cosam.md"))
@@ -190,7 +192,8 @@ def main(argv=None):
                                      ("all slices, encoder then loop (no overlap)", 0, False)):
             if (label.startswith("all slices") and not a.all_slices) or (not overlap and not a.compare_overlap):
                 continue
-            pred.cache.clear()  # every run encodes from scratch
+            if not (label.startswith("all slices") and a.reuse_embeddings):
+                pred.cache.clear()  # this run encodes from scratch
             pred.encoder_calls = 0
             t = time.perf_counter()
             out = segment_volume(model, pred, arr, "volume", axial, range(n), WINDOW, rounds=4,
