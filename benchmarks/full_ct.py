@@ -123,7 +123,7 @@ def main(argv=None):
 
     # fixed costs
     t_read, v = timed(lambda: read_image(img_path))
-    t_fp_new, fp = timed(lambda: v._hash())
+    t_fp_new, _ = timed(lambda: v._hash())
     t_fp_old, _ = timed(lambda: old_fingerprint(v))
     mask = seg.masks["liver"]
     t_write, _ = timed(lambda: write_segmentation(Segmentation(v.geometry, {"liver": mask}), tmp / "w.seg.nrrd"))
