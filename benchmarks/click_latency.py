@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSegSuite"))
 
+from bench_device import bench_device, device_extra  # noqa: E402
 from medsegsuite.engine import LocalBackend  # noqa: E402
 from medsegsuite.volume import SliceEngine, Volume  # noqa: E402
 
@@ -165,7 +166,7 @@ def serve_process(threads: int):
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "medsegsuite", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu", "--threads", str(threads)],
+                             "--device", bench_device(), "--threads", str(threads)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -231,7 +232,7 @@ def main(argv=None):
 
     load_start = os.getloadavg()[0]
     server, url = serve_process(args.threads)
-    local = LocalBackend("cpu")
+    local = LocalBackend(bench_device())
     remote = RemoteBackend(url, client_name="click-bench")
     try:
         t1 = time.time()
@@ -267,7 +268,7 @@ def main(argv=None):
     print(f"remote/local {ratio:.2f}x, +{re_['median_ms'] - lo['median_ms']:.1f} ms; box-prompted SAM {box}")
 
     load_end = os.getloadavg()[0]
-    prov = provenance(extra={"server": "medsegsuite serve, its own process, 127.0.0.1",
+    prov = provenance(extra={**device_extra(bench_device()), "server": "medsegsuite serve, its own process, 127.0.0.1",
                              "torch_threads": args.threads,
                              "load_avg_1min_at_start_and_end": [round(load_start, 2), round(load_end, 2)]})
     steps = " | ".join(s.replace("_ms", "") for s in STEPS)

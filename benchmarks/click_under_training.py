@@ -163,7 +163,9 @@ def main():
     from medsegsuite.sampledata import lits117_ct, lits117_labels
 
     threads = set_threads(args.threads or None)
-    backend = LocalBackend("cpu", train_threads=args.train_threads or None)
+    from bench_device import bench_device, device_extra
+
+    backend = LocalBackend(bench_device(), train_threads=args.train_threads or None)
     lane = backend.worker.training
     mod = None if args.builtin_click else click_latency_module()
     try:
@@ -223,7 +225,7 @@ def main():
     p90 = _pct(busy, 90) / _pct(idle, 90)
     ref = before[0] + after[0]
     ref_ratio = statistics.median(busy) / statistics.median(ref) if ref else None
-    prov = provenance(extra={"interactive torch threads": threads, "training process torch threads": lane.threads,
+    prov = provenance(extra={**device_extra(bench_device()), "interactive torch threads": threads, "training process torch threads": lane.threads,
                              "training process nice": lane.nice, "training mode": lane.mode})
     med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None  # noqa: E731
     rows = [("idle: training process paused (paired)", idle, med(idle_task)),

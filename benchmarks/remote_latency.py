@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "MedSegSuite"))
 
 from medsegsuite.client import RemoteBackend  # noqa: E402
 from medsegsuite.engine import JobResult, LocalBackend, task  # noqa: E402
+from bench_device import bench_device, device_extra  # noqa: E402
 from medsegsuite.engine.device import set_threads  # noqa: E402
 from medsegsuite.engine.interface import run_job  # noqa: E402
 from medsegsuite.engine.schema import Param  # noqa: E402
@@ -81,14 +82,14 @@ def start_server(threads: int, in_process: bool):
     if in_process:
         from medsegsuite.server import ServerConfig, start_in_thread
 
-        s = start_in_thread(ServerConfig(port=0, device="cpu", max_sessions=32))
+        s = start_in_thread(ServerConfig(port=0, device=bench_device(), max_sessions=32))
         return s.url, s.stop
     port = free_port()
     env = dict(os.environ, MEDSEGSUITE_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                PYTHONPATH=str(ROOT / "MedSegSuite"))
     proc = subprocess.Popen(cwd=str(ROOT), args=[sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks'); "
                              "import remote_latency; from medsegsuite.cli import main; "  # registers bench.*
-                             "sys.exit(main(sys.argv[1:]))", "serve", "--port", str(port), "--device", "cpu",
+                             "sys.exit(main(sys.argv[1:]))", "serve", "--port", str(port), "--device", bench_device(),
                              "--threads", str(threads), "--max-sessions", "32"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -152,7 +153,7 @@ def main(argv=None):
     warm_slices = [56, 60, 64, 68]
 
     url, stop_server = start_server(args.threads, args.in_process)
-    local = LocalBackend("cpu")
+    local = LocalBackend(bench_device())
     remote = RemoteBackend(url, client_name="bench")
     try:
         print(f"server {url}: {remote.handshake()['device_name']}", flush=True)
@@ -211,7 +212,7 @@ def main(argv=None):
         local.close()
         stop_server()
 
-    prov = provenance(extra={"server": "thread of this process" if args.in_process else "separate process"})
+    prov = provenance(extra={**device_extra(bench_device()), "server": "thread of this process" if args.in_process else "separate process"})
     med_l, med_r = statistics.median(lat_l) * 1000, statistics.median(lat_r) * 1000
     diff = statistics.median(r - l for l, r in zip(lat_l, lat_r)) * 1000
     cl, cr = statistics.median(cold_l) * 1000, statistics.median(cold_r) * 1000

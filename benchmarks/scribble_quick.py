@@ -36,7 +36,9 @@ def main():
     sc = make_scribbles(lab, 3, slices, plane="axial", seed=0, spacing=ct.geometry.spacing)
     test = [k for k in range(128) if k not in slices]
     rows = []
-    backend = LocalBackend("cpu")
+    from bench_device import bench_device, device_extra
+
+    backend = LocalBackend(bench_device())
     try:
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -56,7 +58,7 @@ def main():
                 print(rows[-1], flush=True)
     finally:
         backend.close()
-    prov = provenance(extra={"torch threads per run": ", ".join(map(str, args.threads))})
+    prov = provenance(extra={**device_extra(bench_device()), "torch threads per run": ", ".join(map(str, args.threads))})
     base = {t: s for t, m, s, _, _ in rows if m == "pce"}
     lines = ["# Scribble quick mode (per-case MaCo) — benchmark", "",
              "`benchmarks/scribble_quick.py`: LiTS-117 CT 128³, synthetic scribbles on 8 axial slices (every 16th),",

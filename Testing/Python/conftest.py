@@ -17,6 +17,9 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MEDSEGSUITE_HOME", str(tmp_path_factory.getbasetemp() / "home"))
+    # built encoder routes (sam/encoder_routes.py) are shared by every test of the session, even those
+    # that point MEDSEGSUITE_HOME somewhere else
+    monkeypatch.setenv("MEDSEGSUITE_ENCODER_CACHE", str(tmp_path_factory.getbasetemp() / "encoders"))
 
 
 @pytest.fixture(scope="session")

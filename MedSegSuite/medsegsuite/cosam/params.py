@@ -3,6 +3,7 @@ from them without importing torch)."""
 from __future__ import annotations
 
 from ..engine.schema import Param
+from ..sam.params import ENCODER_PARAM
 
 BACKBONES = ("litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "tiny_sam")
 # One forced round follows a click (the user is never vetoed); each further round costs a prompted
@@ -20,6 +21,9 @@ SEGMENT_PARAMS = [
     Param("window", "floats", None, "intensity window lo,hi (default: the model card's)", length=2),
     Param("propagate", "bool", False, "let each slice's result seed its neighbour"),
     Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint for models trained on those"),
+    ENCODER_PARAM,
+    Param("extent_step", "int", 4, "find the structure's extent first with every K-th slice, then segment only "
+          "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
     Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
     Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
 ]

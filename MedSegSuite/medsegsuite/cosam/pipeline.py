@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..sam.predictor import EmbeddingStream
 from .loop import self_correct, to_slice
 
 
@@ -50,7 +51,7 @@ def _roi_keep(engine, roi):
 def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,
                    rounds: int = 4, k_points: int = 5, clicks=None, start=None, roi=None, propagate=False,
                    batch: int = 8, keep_rounds: bool = True, progress=None, check_cancelled=None,
-                   start_errors=None, keep_errors: bool = False) -> dict:
+                   start_errors=None, keep_errors: bool = False, overlap: bool = True) -> dict:
     """The loop on slices ``indices`` of ``engine``; results stay 2D (a click touches one slice).
 
     ``clicks``: {slice: (points (n, 2) x, y, labels (n,))}; clicked slices are always processed.
@@ -60,7 +61,8 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
     ``keep_rounds``), "info": {...}, "timings": {"embed_ms", "loop_ms", "decode_ms"}}.
     ``start_errors`` {slice: (1, S, S) error probabilities of its start mask} skips that error-decoder
     pass; ``keep_errors`` returns the final masks' error maps as "errors" {slice: (1, S, S) fp16} (an
-    interactive session keeps them for its next click)."""
+    interactive session keeps them for its next click). With ``overlap`` the next batch is encoded (on a
+    thread) while the loop corrects this one; only two batches' embeddings are held here at a time."""
     clicks = clicks or {}
     progress = progress or (lambda f, m: None)
     check = check_cancelled or (lambda: None)
@@ -74,16 +76,13 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
         vol = start
         start = {k: engine.slice(vol, k) for k in indices}
     S = model.low_res
-    t0 = time.perf_counter()
-    embs = predictor.embeddings(array, image_id, engine, indices, window,
-                                progress=lambda d, t: progress(0.7 * d / max(t, 1), f"encoded {d}/{t} slices"))
-    t_enc = time.perf_counter() - t0
+    order = [[i] for i in indices] if propagate else [indices[s:s + batch] for s in range(0, len(indices), batch)]
+    embs = EmbeddingStream(predictor, array, image_id, engine, window, order, overlap)
     hw = engine.slice_shape
     final: dict = {}
     kept = [dict() for _ in range(rounds + 1)] if keep_rounds else None
     per_slice, errors, pending = {}, {}, {}
     t_loop = t_dec = 0.0
-    order = [[i] for i in indices] if propagate else [indices[s:s + batch] for s in range(0, len(indices), batch)]
     device = next(model.parameters()).device
     prev_final = None
     done = 0
@@ -142,11 +141,14 @@ def correct_slices(model, predictor, array: np.ndarray, image_id: str, engine, i
                             "error_area": res.error_area[j]}
         t_dec += time.perf_counter() - t2
         done += len(chunk)
-        progress(0.7 + 0.3 * done / len(indices), f"corrected {done}/{len(indices)} slices")
+        progress(done / len(indices), f"encoded and corrected {done}/{len(indices)} slices")
+    embs.close()
+    t_enc, t_wait = embs.seconds, embs.waited
     info = {"slices": indices, "plane": engine.plane, "rounds": int(rounds), "per_slice": per_slice,
             "encoder_calls": predictor.encoder_calls, "seconds_encode": round(t_enc, 3),
-            "seconds_decode": round(t_loop + t_dec, 3), "propagate": bool(propagate)}
-    timings = {"embed_ms": round(1000 * t_enc, 2), "loop_ms": round(1000 * t_loop, 2),
+            "seconds_decode": round(t_loop + t_dec - t_wait, 3), "seconds_waiting_for_encoder": round(t_wait, 3),
+            "propagate": bool(propagate)}
+    timings = {"embed_ms": round(1000 * t_enc, 2), "loop_ms": round(1000 * (t_loop - t_wait), 2),
                "decode_ms": round(1000 * t_dec, 2)}
     return {"final": final, "rounds": kept, "info": info, "timings": timings, "errors": errors,
             "pending_errors": pending}
@@ -164,15 +166,73 @@ def error_maps(model, pending: dict) -> dict:
     return {k: err[j].half() for j, k in enumerate(keys)}
 
 
+def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,
+                 step: int = 4, margin: int | None = None, progress=None, **kw) -> dict:
+    """:func:`correct_slices` on only the slices that can hold the structure.
+
+    A first pass runs the whole loop on every ``step``-th of ``indices`` (and the last); the structure's
+    extent is then the span from the first to the last of those whose final mask is not empty, widened
+    to the empty probe slices around it plus ``margin`` slices (default ``step``); the second pass runs
+    on the slices in that span not yet done. Every slice outside the span is left empty, unencoded. The
+    probe results are the loop's own (the same as in an all-slices run), so this changes a result only
+    where the structure (or a false positive) would lie wholly between two empty probes outside the
+    span. Returns :func:`correct_slices`'s dict (both passes merged) with info["extent"]."""
+    progress = progress or (lambda f, m: None)
+    indices = sorted(set(int(i) for i in indices))
+    if kw.get("roi") is not None:
+        indices = engine.roi_slices(kw["roi"], indices)
+    margin = step if margin is None else margin
+    probe = indices[::step] + ([indices[-1]] if (len(indices) - 1) % step else [])
+    share = len(probe) / len(indices)
+    a = correct_slices(model, predictor, array, image_id, engine, probe, window,
+                       progress=lambda f, m: progress(share * f, f"extent pass: {m}"), **kw)
+    pos = {k: n for n, k in enumerate(indices)}
+    hits = [pos[k] for k in probe if a["final"][k].any()]
+    fill = []
+    if hits:
+        lo, hi = max(min(hits) - step + 1 - margin, 0), min(max(hits) + step - 1 + margin, len(indices) - 1)
+        done = set(probe)
+        fill = [k for k in indices[lo:hi + 1] if k not in done]
+    extent = {"step": int(step), "margin": int(margin), "probe_slices": len(probe),
+              "first": indices[lo] if hits else None, "last": indices[hi] if hits else None,
+              "filled_slices": len(fill), "skipped_slices": len(indices) - len(probe) - len(fill)}
+    if not fill:
+        a["info"]["extent"] = extent
+        return a
+    b = correct_slices(model, predictor, array, image_id, engine, fill, window,
+                       progress=lambda f, m: progress(share + (1 - share) * f, m), **kw)
+    out = {"final": {**a["final"], **b["final"]}, "errors": {**a["errors"], **b["errors"]},
+           "pending_errors": {**a["pending_errors"], **b["pending_errors"]},
+           "rounds": [{**ra, **rb} for ra, rb in zip(a["rounds"], b["rounds"])] if a["rounds"] is not None else None,
+           "timings": {k: round(a["timings"][k] + b["timings"][k], 2) for k in a["timings"]}}
+    info = dict(b["info"])
+    info["slices"] = sorted(out["final"])
+    info["per_slice"] = {**a["info"]["per_slice"], **b["info"]["per_slice"]}
+    for k in ("seconds_encode", "seconds_decode", "seconds_waiting_for_encoder"):
+        info[k] = round(a["info"][k] + b["info"][k], 3)
+    info["extent"] = extent
+    out["info"] = info
+    return out
+
+
 def segment_volume(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,
                    rounds: int = 4, k_points: int = 5, clicks=None, start=None, roi=None, propagate=False,
                    batch: int = 8, keep_rounds: bool = True, progress=None, check_cancelled=None,
-                   keep_errors: bool = False) -> dict:
+                   keep_errors: bool = False, extent_step: int = 0, overlap: bool = True) -> dict:
     """:func:`correct_slices` put back on the input grid: {"final": bool volume, "rounds": [bool volume
-    per round 0..T] (empty unless ``keep_rounds``), "info": {...}, "slices2d": the 2D finals}."""
-    out = correct_slices(model, predictor, array, image_id, engine, indices, window, rounds, k_points, clicks,
-                         start, roi, propagate, batch, keep_rounds, progress, check_cancelled,
-                         keep_errors=keep_errors)
+    per round 0..T] (empty unless ``keep_rounds``), "info": {...}, "slices2d": the 2D finals}.
+    ``extent_step`` > 1 runs :func:`extent_first` (a prompt-free start only: no clicks, no start mask,
+    no propagation, and at least 3 probe intervals of slices)."""
+    if (extent_step > 1 and not clicks and start is None and not propagate
+            and len(set(indices)) >= 3 * extent_step):
+        out = extent_first(model, predictor, array, image_id, engine, indices, window, extent_step,
+                           progress=progress, rounds=rounds, k_points=k_points, roi=roi, batch=batch,
+                           keep_rounds=keep_rounds, check_cancelled=check_cancelled, keep_errors=keep_errors,
+                           overlap=overlap)
+    else:
+        out = correct_slices(model, predictor, array, image_id, engine, indices, window, rounds, k_points, clicks,
+                             start, roi, propagate, batch, keep_rounds, progress, check_cancelled,
+                             keep_errors=keep_errors, overlap=overlap)
     vols = [engine.assemble(r, bool) for r in out["rounds"]] if keep_rounds else []
     return {"final": engine.assemble(out["final"], bool), "rounds": vols, "info": out["info"],
             "slices2d": out["final"], "timings": out["timings"], "errors": out["errors"]}

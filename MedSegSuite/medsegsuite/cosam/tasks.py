@@ -20,29 +20,25 @@ from ..engine.tasks import task
 from ..errors import CheckpointError, InputError
 from ..models.registry import resolve_model
 from ..sam.predictor import SlicePredictor
-from ..sam.tasks import get_predictor
+from ..sam.tasks import get_predictor, routed_backbone
 from ..volume import SliceEngine, split_slices
 from .backbones import base_name, load_backbone
 from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
 from .pipeline import correct_slices, error_maps, segment_volume
 
-def _models_cache(ctx):
-    return ctx.cache.models if ctx.cache is not None else None
 
-
-def cosam_predictor(ctx, backbone_name: str, checkpoint=None) -> SlicePredictor:
-    """The worker's cached backbone (LiteMedSAM shares its predictor and cache with sam.oracle_box)."""
+def cosam_predictor(ctx, backbone_name: str, checkpoint=None, encoder: str = "auto") -> SlicePredictor:
+    """The worker's cached backbone (LiteMedSAM shares its predictor and cache with sam.oracle_box), its
+    encoder on route ``encoder`` (sam/encoder_routes.py)."""
     if base_name(backbone_name) == "litemedsam":
-        return get_predictor(ctx)
-    models = _models_cache(ctx)
+        return get_predictor(ctx, encoder=encoder)
     key = ("cosam-backbone", base_name(backbone_name), str(checkpoint), ctx.device)
-    factory = lambda: load_backbone(backbone_name, ctx.device, checkpoint)  # noqa: E731
-    bb = models.get_or_create(key, factory) if models is not None else factory()
+    bb = routed_backbone(ctx, key, lambda: load_backbone(backbone_name, ctx.device, checkpoint), encoder)
     return SlicePredictor(bb, ctx.device, ctx.cache.embeddings if ctx.cache is not None else None)
 
 
-def load_model(ctx, model: str, backbone_checkpoint=None):
+def load_model(ctx, model: str, backbone_checkpoint=None, encoder: str = "auto"):
     """(CoSAM model, predictor) for a registry id or (in-process) a checkpoint path, through the one
     model loader: the file is read and checksum-verified once per file identity, built once per backbone."""
     from ..models import loader
@@ -53,7 +49,7 @@ def load_model(ctx, model: str, backbone_checkpoint=None):
     if not arch.startswith(ARCH_PREFIX):
         raise CheckpointError(f"model '{model}' is a '{arch or 'unknown'}' model, not a CoSAM model; train one "
                               "with 'medsegsuite cosam train' or use --model liver")
-    pred = cosam_predictor(ctx, arch[len(ARCH_PREFIX):], backbone_checkpoint)
+    pred = cosam_predictor(ctx, arch[len(ARCH_PREFIX):], backbone_checkpoint, encoder)
     lm = loader.load_model(model, ctx.device, expect=ARCH_PREFIX, cache_key=(pred.backbone.name,),
                            backbone=pred.backbone)
     return lm.net, pred
@@ -88,7 +84,7 @@ def parse_points(points, engine) -> dict:
 def segment(ctx, image, params, inputs):
     arr = image.array
     engine = SliceEngine.for_volume(image, params["plane"])
-    net, pred = load_model(ctx, params["model"], params["backbone_checkpoint"])
+    net, pred = load_model(ctx, params["model"], params["backbone_checkpoint"], params["encoder"])
     structure = params["structure"] or net.structure
     window = params["window"] if params["window"] is not None else net.card.get("window")
     indices = engine.select(params["slices"])
@@ -101,17 +97,20 @@ def segment(ctx, image, params, inputs):
     out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
                          params["k_points"], clicks, None if start is None else np.asarray(start, bool),
                          params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
-                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]))
+                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]),
+                         extent_step=params["extent_step"])
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
     info = {**out["info"], "structure": structure, "model": params["model"],
-            "backbone": pred.backbone.name, "window": window, "clicks": int(sum(len(v[1]) for v in clicks.values()))}
+            "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route, "window": window,
+            "clicks": int(sum(len(v[1]) for v in clicks.values()))}
     info["per_slice"] = {str(k): v for k, v in info["per_slice"].items()}
     if params["session"]:
         s = ctx.session
         worker_image_id = s.get("image_id")  # how the worker recognises the session's image: keep it
         s.clear()
         s.update(image_id=worker_image_id, fingerprint=image.fingerprint(), cache_id=image_id, model=params["model"],
-                 backbone_checkpoint=params["backbone_checkpoint"], structure=structure, plane=engine.plane,
+                 backbone_checkpoint=params["backbone_checkpoint"], encoder=params["encoder"], structure=structure,
+                 plane=engine.plane,
                  window=window, k_points=params["k_points"],
                  mask=out["final"].copy(), segmented=set(info["slices"]),
                  clicks={k: [(float(x), float(y), int(lab)) for (x, y), lab in zip(*v)] for k, v in clicks.items()},
@@ -142,7 +141,7 @@ def click(ctx, image, params, inputs):
     new = parse_points((inputs or {}).get("points"), engine)
     if not new:
         raise InputError("cosam.click needs at least one point (rows x, y, slice, label)")
-    net, pred = load_model(ctx, s["model"], s["backbone_checkpoint"])
+    net, pred = load_model(ctx, s["model"], s["backbone_checkpoint"], s.get("encoder", "auto"))
     slices = sorted(new)
     merged = {k: list(s["clicks"].get(k, [])) for k in slices}  # every click on the slice so far, plus the new
     for k, (pts, labs) in new.items():

@@ -18,6 +18,7 @@ class SamBackbone:
     mask_decoder: object
     image_size: int
     name: str
+    encoder_route: str = "fp32"  # how image_encoder runs (sam/encoder_routes.py)
 
     def modules(self):
         return [self.image_encoder, self.prompt_encoder, self.mask_decoder]

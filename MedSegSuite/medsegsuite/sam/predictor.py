@@ -106,3 +106,68 @@ def component_boxes(mask2d: np.ndarray, min_pixels: int = 4, margin: int = 1) ->
         boxes.append((max(cols.start - margin, 0), max(rows.start - margin, 0),
                       min(cols.stop - 1 + margin, W - 1), min(rows.stop - 1 + margin, H - 1)))
     return boxes
+
+
+class EmbeddingStream:
+    """Embeddings of a volume's slices batch by batch, in the order a pipeline consumes them.
+
+    ``stream[i]`` gives slice ``i``'s embedding (encoding its batch if needed). With ``overlap``, once
+    a batch is handed out the next one is encoded on a background thread while the caller works on
+    this one (the encoder's ONNX Runtime / torch kernels release the GIL), and only those two batches
+    are held here; the predictor's cache keeps what it keeps. ``seconds``: encoder time (on whichever
+    thread); ``waited``: time the caller spent blocked on the encoder."""
+
+    def __init__(self, predictor: SlicePredictor, array, image_id, engine, window, order, overlap: bool = True):
+        self.pred, self.args = predictor, (array, image_id, engine)
+        self.window, self.order = window, [list(c) for c in order]
+        self.where = {i: n for n, c in enumerate(self.order) for i in c}
+        self.overlap = overlap and len(self.order) > 1
+        self.ready: dict = {}  # batch number -> {slice: embedding} or a Future
+        self.seconds = self.waited = 0.0
+        self._pool = None
+
+    def _encode(self, n):
+        import time
+
+        t = time.perf_counter()
+        a, image_id, engine = self.args
+        out = self.pred.embeddings(a, image_id, engine, self.order[n], self.window)
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def _submit(self, n):
+        if n >= len(self.order) or n in self.ready:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="medsegsuite-encoder")
+        self.ready[n] = self._pool.submit(self._encode, n)
+
+    def __getitem__(self, i):
+        import time
+
+        n = self.where[i]
+        got = self.ready.get(n)
+        if got is None:
+            t = time.perf_counter()
+            got = self.ready[n] = self._encode(n)
+            self.waited += time.perf_counter() - t
+        elif not isinstance(got, dict):
+            t = time.perf_counter()
+            got = self.ready[n] = got.result()
+            self.waited += time.perf_counter() - t
+        for old in [k for k in self.ready if k < n]:
+            del self.ready[old]
+        if self.overlap:
+            self._submit(n + 1)
+        return got[i]
+
+    def close(self, wait: bool = True):
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+        self.ready.clear()
+
+    def __del__(self):  # a cancelled job drops its stream without closing it
+        self.close(wait=False)
