@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import slice_dice, summarise
+from ..metrics import slice_dice
+from ..metrics.evaluation import summarise
 from ..metrics.stats import wilcoxon
 
 SPLITS = {
@@ -109,8 +110,9 @@ def markdown(results: dict, settings: dict, cross: dict | None) -> list[str]:
          f"label = labels 1+2), LiteMedSAM backbone, axial slices, for seeds {', '.join(map(str, seeds))}; "
          f"figures are **mean ± sample standard deviation over the {len(seeds)} seeds** of the mean per-slice "
          f"Dice on the held-out test slices (metric: `medsegsuite.metrics.slice_dice`).", "",
-         f"Recipe (each model): {settings['recipe_text']}. Torch threads {settings['threads']}; "
-         f"total {settings['seconds']:.0f} s on the shared machine (other jobs running).", "",
+         f"Recipe (each model): {settings['recipe_text']}. Torch threads {settings['threads']} per model, "
+         f"{settings['jobs']} models trained at once; total {settings['seconds']:.0f} s wall on the shared "
+         f"machine (other helpers' jobs running). Per-model seconds are in the JSON next to this file.", "",
          "Calibration slices, never trained on and never scored: interleaved split, every 8th slice from 2; "
          "far block, the gap 64-79 between the training block and the test block. The acceptance rule "
          "(`cosam/loop.py` `AcceptRule`, calibrated by `cosam/calibrate.py`) is chosen on them per model; "
@@ -163,59 +165,87 @@ def cross_markdown(cross: dict) -> list[str]:
     return L
 
 
-def run(out="docs/results/cosam.md", seeds=(0, 1, 2), splits=tuple(SPLITS), recipe=None, cache=None,
-        save_dir=None, threads: int = 1, cross_case: bool = True, log=print) -> dict:
+def _one(split: str, seed: int, recipe: dict, cache, save_dir: str, threads: int) -> dict:
+    """Train and score one (split, seed) model (run in its own process when ``jobs`` > 1)."""
     import torch
 
     from ..engine import LocalBackend
     from ..models import save_checkpoint
+
+    torch.set_num_threads(threads)
+    done = Path(save_dir) / f"cosam_liver_{split.replace(':', '')}_seed{seed}.json"
+    if done.exists():  # a finished run of the same recipe is reused (a report can be rewritten cheaply)
+        r = json.loads(done.read_text())
+        if r.get("recipe") == recipe:
+            return r
+    t1 = time.time()
+    ct, mask = _lits()
+    backend = LocalBackend("cpu")
+    try:
+        net, card, arch, sd = train_model(backend, ct, mask, split, seed, recipe, cache)
+    finally:
+        backend.close()
+    emb, refs = lits_embeddings(cache)
+    held = card["split"]["heldout"]
+    r = {"seed": seed, "rule": card["acceptance"], "calibration": card["calibration"], "training": card["training"],
+         **score_model(net, emb, refs, held)}
+    path = Path(save_dir) / f"cosam_liver_{split.replace(':', '')}_seed{seed}.pt"
+    save_checkpoint(path, arch, sd, card)
+    r["checkpoint"] = str(path)
+    r["seconds"] = round(time.time() - t1, 1)
+    r["recipe"] = recipe
+    done.write_text(json.dumps(r))
+    return r
+
+
+def run(out="docs/results/cosam.md", seeds=(0, 1, 2), splits=tuple(SPLITS), recipe=None, cache=None,
+        save_dir=None, threads: int = 1, jobs: int = 1, cross_case: bool = True, log=print) -> dict:
+    import tempfile
+
+    import torch
+
     from ..provenance import write_json, write_markdown
 
     torch.set_num_threads(threads)
     recipe = {**RECIPE, **(recipe or {})}
     t0 = time.time()
-    ct, mask = _lits()
-    backend = LocalBackend("cpu")
-    results: dict = {}
-    paths = {}
-    if save_dir is None:
-        import tempfile
-
-        save_dir = tempfile.mkdtemp(prefix="cosam_eval_")
+    save_dir = str(save_dir or tempfile.mkdtemp(prefix="cosam_eval_"))
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        emb, refs = None, None
-        for split in splits:
-            results[split] = []
-            for seed in seeds:
-                t1 = time.time()
-                net, card, arch, sd = train_model(backend, ct, mask, split, seed, recipe, cache)
-                if emb is None:
-                    emb, refs = lits_embeddings(cache)
-                held = card["split"]["heldout"]
-                r = {"seed": seed, "rule": card["acceptance"], "calibration": card["calibration"],
-                     "training": card["training"], **score_model(net, emb, refs, held)}
-                r["seconds"] = round(time.time() - t1, 1)
-                results[split].append(r)
-                log(f"{split} seed {seed}: coarse {r['calibrated']['coarse']:.4f} final {r['calibrated']['final']:.4f} "
-                    f"(old rule {r['legacy']['final']:.4f}) rule {r['rule']} ({r['seconds']:.0f} s)")
-                path = Path(save_dir) / f"cosam_liver_{split.replace(':', '')}_seed{seed}.pt"
-                save_checkpoint(path, arch, sd, card)
-                paths[(split, seed)] = path
-    finally:
-        backend.close()
+    if cache:
+        lits_embeddings(cache)  # encode once, before the workers share the cache file
+    todo = [(split, seed) for split in splits for seed in seeds]
+    done = {}
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_one, sp, sd, recipe, cache, save_dir, threads): (sp, sd) for sp, sd in todo}
+            for f in futs:
+                done[futs[f]] = f.result()
+                _log_run(log, futs[f], done[futs[f]])
+    else:
+        for key in todo:
+            done[key] = _one(*key, recipe, cache, save_dir, threads)
+            _log_run(log, key, done[key])
+    results = {split: [done[(split, seed)] for seed in seeds] for split in splits}
     cross = None
     if cross_case:
         from .crosscase import cross_case_results
 
-        cross = cross_case_results([p for k, p in paths.items() if k[0] == "interleaved:4"] or list(paths.values()),
-                                   log=log)
+        paths = [done[k]["checkpoint"] for k in todo if k[0] == "interleaved:4"] or [done[k]["checkpoint"] for k in todo]
+        cross = cross_case_results(paths, log=log)
     text = (f"{recipe['fold_steps']} steps for each of 2 fold heads, {recipe['steps']} phase-1 steps (coarse head + "
             f"error decoder), {recipe['refine_steps']} phase-2 steps (refine head), {recipe['error_steps']} phase-3 "
             f"steps (error decoder on the refine head's rounds), batch {recipe['batch']}, Adam lr {recipe['lr']:g} "
             f"poly(0.9), share of large synthetic errors {recipe['p_large']}")
     settings = {"seeds": list(seeds), "splits": list(splits), "recipe": recipe, "recipe_text": text, "threads": threads,
-                "seconds": time.time() - t0}
+                "jobs": jobs, "seconds": time.time() - t0}
     write_markdown(out, markdown(results, settings, cross))
     write_json(Path(out).with_suffix(".json"), {"settings": settings, "results": results, "cross_case": cross})
     return {"results": results, "cross_case": cross}
+
+
+def _log_run(log, key, r):
+    log(f"{key[0]} seed {key[1]}: coarse {r['calibrated']['coarse']:.4f} final {r['calibrated']['final']:.4f} "
+        f"(old rule {r['legacy']['final']:.4f}) rule {r['rule']} ({r['seconds']:.0f} s)")
