@@ -24,7 +24,8 @@ SPLITS = {
     "interleaved:4": "same-case, interleaved: every 4th axial slice held out (its neighbours were trained on)",
     "block:0.5": "same-case, far block: trained on axial slices 0-63, tested on 80-127 (anatomy never seen)",
 }
-# the recipe every reported model uses (and the shipped one): ~10 min of one busy CPU core each
+# the default recipe: the shipped model's step counts (120 + 70) plus the new error-training phases; on
+# the shared 2-core machine a model costs ~10 min of CPU. ``--set`` changes it (the report states it).
 RECIPE = {"steps": 120, "refine_steps": 70, "batch": 4, "lr": 1e-3, "fold_steps": 40, "error_steps": 40,
           "p_large": 0.3}
 WORSE = 0.01  # a slice counts as made worse / better when its Dice moves by more than this
