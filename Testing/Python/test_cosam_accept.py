@@ -69,7 +69,7 @@ def test_box_moves_at_most_the_limit():
 
 
 def test_loop_accepts_only_rounds_its_judges_endorse(tiny):
-    imgs, masks = _ellipses(6, seed=1)
+    imgs, masks = _ellipses(4, seed=1)
     emb = _embed(tiny, imgs)
     torch.manual_seed(0)
     m = CoSAM(tiny, error_width=16, error_depth=1).eval()
@@ -107,26 +107,26 @@ def test_large_synthetic_errors_are_large():
 
 
 def test_training_with_real_errors_then_calibrating(tiny):
-    imgs, masks = _ellipses(20, seed=2)
+    imgs, masks = _ellipses(12, seed=2)
     emb = _embed(tiny, imgs)
     m = CoSAM(tiny, error_width=16, error_depth=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        info = train_cosam(m, emb, masks, range(14), steps=12, refine_steps=6, batch=4, lr=3e-3, log=None,
-                           fold_steps=4, error_steps=4, p_large=0.3)
+        info = train_cosam(m, emb, masks, range(8), steps=8, refine_steps=4, batch=4, lr=3e-3, log=None,
+                           fold_steps=3, error_steps=3, p_large=0.3)
     finally:
         torch.set_num_threads(threads)
-    assert info["fold_masks"] == 14 and info["error_steps"] == 4 and "error_tuned" in info["final_losses"]
+    assert info["fold_masks"] == 8 and info["error_steps"] == 3 and "error_tuned" in info["final_losses"]
     g = lowres_targets(masks, m.low_res)[:, 0].numpy() > 0.5
-    rule, rep = calibrate(m, emb, g, range(14, 20), rounds=2)
-    assert isinstance(rule, AcceptRule) and rep["slices"] == list(range(14, 20))
+    rule, rep = calibrate(m, emb, g, range(8, 12), rounds=2)
+    assert isinstance(rule, AcceptRule) and rep["slices"] == list(range(8, 12))
     # the chosen rule is the best on the grid, so at least as good as the old rule on those slices
     assert rep["score"] >= rep["legacy_score"]
     # simulating a trajectory cut at the first rejection equals running the loop with that rule
-    traj = trajectories(m, emb, g, range(14, 20), rounds=2, max_box_shift=rule.max_box_shift)
+    traj = trajectories(m, emb, g, range(8, 12), rounds=2, max_box_shift=rule.max_box_shift)
     sim = simulate(traj, rule)
-    res = self_correct(m, emb[14:20], rounds=2, rule=rule)
-    real = [2 * ((res.rounds[-1][j, 0] > 0).numpy() & g[14 + j]).sum()
-            / max((res.rounds[-1][j, 0] > 0).numpy().sum() + g[14 + j].sum(), 1) for j in range(6)]
+    res = self_correct(m, emb[8:12], rounds=2, rule=rule)
+    real = [2 * ((res.rounds[-1][j, 0] > 0).numpy() & g[8 + j]).sum()
+            / max((res.rounds[-1][j, 0] > 0).numpy().sum() + g[8 + j].sum(), 1) for j in range(4)]
     assert np.allclose(sim, real, atol=1e-4), (sim, real)

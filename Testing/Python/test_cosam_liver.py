@@ -23,8 +23,8 @@ def test_shipped_liver_model_on_heldout_slices(lits, backend):
 
 
 def test_shipped_model_final_not_worse_than_coarse_on_heldout_slices(lits, backend):
-    """The headline claim: the loop (with the acceptance rule the card states, or the default rule for
-    a card that states none) does not make the shipped model's held-out slices worse on average."""
+    """The headline claim: the loop (with the acceptance rule the card states; a card from before the
+    rule keeps the old one) does not make the shipped model's held-out slices worse on average."""
     from medsegsuite.cosam.loop import AcceptRule
     from medsegsuite.engine.interface import run_job
     from medsegsuite.metrics import slice_dice

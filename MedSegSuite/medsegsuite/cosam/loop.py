@@ -77,8 +77,11 @@ def accept_all(max_box_shift: float = math.inf) -> AcceptRule:
 
 
 def rule_of(model) -> AcceptRule:
-    """The acceptance rule in a model's card (``acceptance``); a card without one gets the defaults."""
-    return AcceptRule.from_dict(getattr(model, "card", {}).get("acceptance"))
+    """The acceptance rule in a model's card (``acceptance``, written by ``cosam.train``). A model trained
+    before the rule existed has no calibrated one, and an uncalibrated rule would change its measured
+    behaviour, so it keeps the rule it was evaluated with (:data:`LEGACY`)."""
+    d = (getattr(model, "card", None) or {}).get("acceptance")
+    return AcceptRule.from_dict(d) if d else LEGACY
 
 
 def limit_box(box, ref_box, max_shift: float, S: int):
