@@ -69,7 +69,7 @@ def test_box_moves_at_most_the_limit():
 
 
 def test_loop_accepts_only_rounds_its_judges_endorse(tiny):
-    imgs, masks = _ellipses(4, seed=1)
+    imgs, _ = _ellipses(4, seed=1)
     emb = _embed(tiny, imgs)
     torch.manual_seed(0)
     m = CoSAM(tiny, error_width=16, error_depth=1).eval()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import slice_dice
+
 from ..metrics.evaluation import summarise
 from ..metrics.stats import wilcoxon
 
