@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from ..metrics.evaluation import summarise
 from ..metrics.stats import wilcoxon
 
