@@ -63,7 +63,36 @@ def register(sub):
     add_cli_options(g, _schema("segment"), exclude=SEGMENT_BY_HAND, group="segmentation")
     add_backend_options(g)
     g.set_defaults(func=run_segment)
+    e = s.add_parser("eval", help="every CoSAM figure over training seeds: LiTS-117 interleaved and far-block "
+                     "splits, and cross-case on real CTs (pseudo labels) -> docs/results/cosam.md")
+    e.add_argument("--out", default="docs/results/cosam.md", metavar="TABLE.md")
+    e.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    e.add_argument("--splits", nargs="+", default=["interleaved:4", "block:0.5"])
+    e.add_argument("--embedding-cache", metavar="FILE.pt", help="keep LiTS-117's encoder outputs here across runs")
+    e.add_argument("--save-dir", metavar="DIR", help="keep every trained model here (default: a temporary folder)")
+    e.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process")
+    e.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
+    e.add_argument("--no-cross-case", action="store_true", help="skip the real CTs")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="change the training recipe, e.g. --set steps=200 --set lr=1e-4 (see cosam/evaluate.py)")
+    e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda a: p.print_help())
+
+
+def run_eval(args):
+    from ..cosam.evaluate import RECIPE, run
+    from ..errors import InputError
+
+    recipe = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        if k not in RECIPE:
+            raise InputError(f"--set {kv}: unknown recipe key; known: {', '.join(RECIPE)}")
+        recipe[k] = type(RECIPE[k])(float(v)) if isinstance(RECIPE[k], int) else float(v)
+    cache = _abs(args.embedding_cache) if args.embedding_cache else None
+    run(args.out, tuple(args.seeds), tuple(args.splits), recipe, cache, args.save_dir, args.threads, args.jobs,
+        not args.no_cross_case)
+    print(f"wrote {args.out}")
 
 
 def _abs(path):

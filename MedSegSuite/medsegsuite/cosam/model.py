@@ -100,15 +100,26 @@ class CoSAM(nn.Module):
         return self.card.get("structure", "structure")
 
     # -- passes (all take image embeddings (B, C, h, w); masks/logits are (B, 1, S, S)) ----------
-    def transformer(self, emb, sparse, dense):
-        """The frozen two-way transformer, one prompt set per embedding -> (mask token (B, C), src (B, C, h, w))."""
+    def transformer(self, emb, sparse, dense, with_iou: bool = False):
+        """The frozen two-way transformer, one prompt set per embedding -> (mask token (B, C), src (B, C, h, w))
+        (+ SAM's own IoU prediction for its first mask token (B,) with ``with_iou``)."""
         dec = self.mask_decoder
         B = emb.shape[0]
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)[None].expand(B, -1, -1)
         tokens = torch.cat([out_tokens, sparse], 1)
         pos = self.prompt_encoder.get_dense_pe().expand(B, -1, -1, -1)
         hs, src = dec.transformer(emb + dense, pos, tokens)
-        return hs[:, 1], src.transpose(1, 2).reshape(emb.shape)
+        out = hs[:, 1], src.transpose(1, 2).reshape(emb.shape)
+        return (*out, dec.iou_prediction_head(hs[:, 0])[:, 0]) if with_iou else out
+
+    def mask_score(self, emb, mask):
+        """SAM's frozen IoU head on a mask described to it as a prompt (its largest component's box and
+        the mask as the dense prompt): how well SAM thinks that prompt outlines one object. The loop's
+        second judge, independent of the trained error decoder. mask (B, 1, S, S) in {0, 1} -> (B,)."""
+        from .prompts import largest_component_box
+
+        prompts = [Prompt(box=largest_component_box(m[0].numpy() > 0.5)) for m in mask.cpu()]
+        return self.transformer(emb, self._sparse(prompts, emb.device), self.mask_dense(mask), with_iou=True)[2]
 
     def coarse_features(self, emb):
         B = emb.shape[0]

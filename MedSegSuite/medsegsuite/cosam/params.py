@@ -52,6 +52,15 @@ TRAIN_PARAMS = [
     Param("batch", "int", 8, "slices per step", range=(1, 1024)),
     Param("lr", "float", 1e-4, "learning rate (Adam, poly decay)", range=(0.0, 1.0)),
     Param("seed", "int", 0, "random seed"),
+    Param("fold_steps", "int", 0, "steps of each of two throw-away coarse heads trained on one half of the "
+          "training slices; their masks of the other half teach the error decoder real, large errors",
+          range=(0, 1_000_000)),
+    Param("error_steps", "int", 0, "phase-3 steps: the error decoder tuned on the refine head's own rounds",
+          range=(0, 1_000_000)),
+    Param("p_large", "float", 0.0, "share of large synthetic errors (cuts, leaks) in the error decoder's training",
+          range=(0.0, 1.0)),
+    Param("calibrate", "bool", True, "hold out calibration slices and calibrate the loop's acceptance rule on "
+          "them (stored in the model card)"),
     Param("case_names", "strs", None, "a name per case (reported)", cli=False),
     Param("domains", "strs", None, "a domain tag per case (scanner/centre), reported per tag"),
     Param("embedding_cache", "path", None, "keep encoder outputs in this file to reuse across runs"),

@@ -21,10 +21,11 @@ from ..errors import CheckpointError, InputError
 from ..models.registry import resolve_model
 from ..sam.predictor import SlicePredictor
 from ..sam.tasks import get_predictor, routed_backbone
-from ..volume import SliceEngine, split_slices
+from ..volume import SliceEngine
 from .backbones import base_name, load_backbone
 from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
+from .calibrate import calibration_split
 from .pipeline import correct_slices, error_maps, segment_volume
 
 
@@ -235,6 +236,8 @@ def train(ctx, image, params, inputs):
     the volume's direction matrix; default: the array is already in LPS order, as LiTS-117 is)."""
     import torch
 
+    from .calibrate import calibrate
+    from .loop import AcceptRule
     from .model import CoSAM
     from .train import evaluate, lowres_targets, train_cosam
 
@@ -251,7 +254,7 @@ def train(ctx, image, params, inputs):
     if len(names) != n_cases or len(domains) != n_cases:
         raise InputError(f"case_names and domains need one entry per case ({n_cases})")
     embs, targets, refs, windows, splits = [], [], [], [], []
-    offset, train_idx = 0, []
+    offset, train_idx, calib_idx = 0, [], []
     for i in range(n_cases):
         arr = np.asarray(inputs[f"image{i}"], np.float32)
         lab = np.asarray(inputs[f"label{i}"]) > 0
@@ -270,12 +273,15 @@ def train(ctx, image, params, inputs):
                              lambda d, t, i=i: ctx.progress(0.4 * (i + d / max(t, 1)) / n_cases,
                                                             f"case {i + 1}: encoded {d}/{t} slices"))
         m2d = engine.stack(lab, range(engine.n_slices))
-        tr, held = split_slices(params["split"], len(m2d))
+        tr, calib, held = calibration_split(params["split"], len(m2d))
+        if not params["calibrate"]:
+            tr, calib = sorted(tr + calib), []
         embs.append(e)
         targets.append(lowres_targets(m2d, net.low_res))
         refs.append(m2d)
-        splits.append({"train": tr, "heldout": held})
+        splits.append({"train": tr, "calibration": calib, "heldout": held})
         train_idx += [offset + j for j in tr]
+        calib_idx += [offset + j for j in calib]
         offset += len(m2d)
     emb = torch.cat(embs)
     steps = params["steps"]
@@ -283,12 +289,21 @@ def train(ctx, image, params, inputs):
     settings = {"steps": steps, "refine_steps": refine_steps, "batch": params["batch"], "lr": params["lr"],
                 "lr_schedule": "poly(0.9)", "optimizer": "Adam", "k_points": 5, "alpha": 0.2,
                 "loss": "Ls(coarse) + 1.0 Ls(refined) + 0.1 Ls(guided) + Le; Ls = Dice + BCE; Le = weighted BCE",
-                "seed": params["seed"], "plane": plane}
-    info = train_cosam(net, emb, torch.cat(targets), train_idx, steps=steps, refine_steps=refine_steps,
+                "seed": params["seed"], "plane": plane, "fold_steps": params["fold_steps"],
+                "error_steps": params["error_steps"], "p_large": params["p_large"]}
+    tgt = torch.cat(targets)
+    info = train_cosam(net, emb, tgt, train_idx, steps=steps, refine_steps=refine_steps,
                        batch=settings["batch"],
                        lr=settings["lr"], seed=settings["seed"], log=None,
-                       progress=lambda d, t: ctx.progress(0.4 + 0.5 * d / max(t, 1), f"training step {d}/{t}"),
-                       check_cancelled=ctx.check_cancelled)
+                       progress=lambda d, t: ctx.progress(0.4 + 0.45 * d / max(t, 1), f"training step {d}/{t}"),
+                       check_cancelled=ctx.check_cancelled, fold_steps=params["fold_steps"],
+                       error_steps=params["error_steps"], p_large=params["p_large"])
+    if calib_idx:
+        ctx.progress(0.86, f"calibrating the acceptance rule on {len(calib_idx)} held-out slices")
+        rule, calib_report = calibrate(net, emb, tgt[:, 0].numpy() > 0.5, calib_idx)
+    else:
+        rule, calib_report = AcceptRule(), {"slices": [], "note": "not calibrated: the default rule"}
+    net.card = {**net.card, "acceptance": rule.to_dict()}
     ctx.progress(0.92, "validating on held-out slices")
     per_case, all_by_round, by_domain = [], [], {}
     for i in range(n_cases):
@@ -311,6 +326,7 @@ def train(ctx, image, params, inputs):
                       **({"train": splits[0]["train"], "heldout": splits[0]["heldout"]} if n_cases == 1 else
                          {"per_case": splits})},
             "settings": settings, "training": info, "validation": validation,
+            "acceptance": rule.to_dict(), "calibration": calib_report,
             "seconds": round(time.time() - t0, 1)}
     net.card = {**card, "backbone": net.backbone_name, "error_decoder": net.error_decoder.config,
                 "mask_head": net.head_config, "task": "cosam"}
