@@ -58,6 +58,9 @@ def register(sub):
     e = ssub.add_parser("export", help="write LiTS-117 CT and reference segmentation")
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--no-image", action="store_true", help="write the reference segmentation only")
+    e.add_argument("--format", choices=["nrrd", "dicom"], default="nrrd",
+                   help="nrrd (default) or dicom: the CT as a CT Image Storage series in DIR/LiTS-117_ct/ (assumed 2 mm "
+                   "isotropic spacing, head first supine) and the reference as DIR/LiTS-117_RS.dcm (RTSTRUCT)")
     e.set_defaults(func=run_export)
     s.set_defaults(func=lambda args: s.print_help())
 
@@ -262,6 +265,12 @@ def run_export(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "format", "nrrd") == "dicom":
+        from ..sampledata.dicom import export_lits117_dicom
+
+        for path in export_lits117_dicom(out, with_reference=not args.no_image):
+            print(f"wrote {path}")
+        return 0
     ref = write_segmentation(lits117_segmentation(), out / "LiTS-117.seg.nrrd")
     print(f"wrote {ref}")
     if not args.no_image:

@@ -44,9 +44,12 @@ def write_dicom_seg(seg, reference, out, structures: dict | None = None, skip_em
     """Write ``seg`` (on the reference series' grid) as a BINARY DICOM SEG file ``out``.
 
     ``reference``: a `SeriesInfo`; ``structures``: optional {name: template Structure} for codes."""
+    import logging
+
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies at INFO
     masks = check_segments(seg, reference.geometry, skip_empty, "DICOM SEG")
     structures = structures or {}
     algo = hd.AlgorithmIdentificationSequence(name="MedSegSuite", version=__version__,
