@@ -23,6 +23,21 @@ if [ ! -f /usr/share/mricron/templates/ch2.nii.gz ]; then
   fi
 fi
 
+# dciodvfy (Debian dicom3tools): the DICOM validator the RTSTRUCT/SEG export tests run.
+if ! command -v dciodvfy >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Debian package dicom3tools (DICOM validator dciodvfy)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null) \
+      || echo "[setup] WARNING: apt-get install dicom3tools failed; the DICOM validation tests will be skipped"
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "[setup] installing dicom3tools with sudo (DICOM validator dciodvfy)"
+    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null) \
+      || echo "[setup] WARNING: could not install dicom3tools; the DICOM validation tests will be skipped"
+  else
+    echo "[setup] NOTE: cannot run apt-get here; install 'dicom3tools' yourself for the DICOM validation tests"
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
   echo "[setup] .venv is up to date"
   exit 0
@@ -36,6 +51,9 @@ echo "[setup] installing the backend and its pinned dependencies"
 $P install -q -c constraints.txt -r requirements.txt -r requirements-test.txt
 # Only the LiTS-117 data files of this package are used; its own deps pin torch 1.7, never install them.
 $P install -q --no-deps liver-ct-segmentation-package==1.6.0
+# rt-utils (an independent RTSTRUCT reader for the export tests) pins the GUI build of OpenCV; the headless
+# build from requirements-test.txt serves it.
+$P install -q --no-deps rt-utils==1.2.7
 # The unrelated PyPI package 'slicer' collides with slicer-core's 'slicer' module.
 if $P show slicer >/dev/null 2>&1; then $P uninstall -y -q slicer; fi
 $P install -q -c constraints.txt --no-deps -e .

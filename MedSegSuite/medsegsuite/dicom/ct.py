@@ -103,6 +103,7 @@ def write_ct_series(vol: Volume, folder, patient_name: str = "Anonymous", patien
         ds.SoftwareVersions = __version__
         ds.PatientName, ds.PatientID = patient_name, patient_id
         ds.PatientBirthDate, ds.PatientSex = "", ""
+        ds.Laterality = ""  # type 2C: dciodvfy cannot tell a paired body part, so it is present and empty (unknown)
         ds.PatientPosition = patient_position
         ds.KVP = ""
         ds.SliceThickness = ds_str(spacing[2])
