@@ -26,6 +26,18 @@ STATUSES = ("todo", "drafted", "reviewed", "approved")
 SIDE_SUFFIX = ".structures.json"
 
 
+def check_transition(name: str, current: str, new: str, has_contour: bool) -> None:
+    """The one status rule (CLI and panels): forward one step at a time, back to any earlier step;
+    nothing beyond *todo* without a contour."""
+    if new not in STATUSES:
+        raise InputError(f"status must be one of {', '.join(STATUSES)}, got '{new}'")
+    i, j = STATUSES.index(current), STATUSES.index(new)
+    if j > i + 1:
+        raise InputError(f"'{name}' is {current}; it must be {STATUSES[i + 1]} before it can be {new}")
+    if j > 0 and not has_contour:
+        raise InputError(f"'{name}' has no contour yet; draft it before marking it {new}")
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -91,16 +103,10 @@ class StructureSet:
     def set_status(self, name: str, status: str, by: str, note: str | None = None) -> None:
         """Move a structure forward one step, or back to any earlier step."""
         s = self.template.require(name)
-        if status not in STATUSES:
-            raise InputError(f"status must be one of {', '.join(STATUSES)}, got '{status}'")
         if not by or not str(by).strip():
             raise InputError("say who changes the status (--by NAME)")
-        cur = self.status[s.name]["status"]
-        i, j = STATUSES.index(cur), STATUSES.index(status)
-        if j > i + 1:
-            raise InputError(f"'{s.name}' is {cur}; it must be {STATUSES[i + 1]} before it can be {status}")
-        if j > STATUSES.index("todo") and (s.name not in self.seg.masks or not self.seg.masks[s.name].any()):
-            raise InputError(f"'{s.name}' has no contour yet; draft it before marking it {status}")
+        check_transition(s.name, self.status[s.name]["status"], status,
+                         s.name in self.seg.masks and bool(self.seg.masks[s.name].any()))
         self._record(s.name, status, str(by), note)
 
     def approved_names(self) -> list[str]:

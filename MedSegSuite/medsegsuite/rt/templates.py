@@ -15,6 +15,8 @@ CSV (header row; only ``name`` is required)::
     name,color,code_scheme,code_value,code_meaning,interpreted_type,aliases
     Parotid_L,#c29bde,SCT,45289007,Parotid gland,ORGAN,parotid left|Parotid Lt
 
+(a colour is ``#rrggbb``, or three numbers 0..1 or 0..255 separated by spaces).
+
 ``aliases`` match segment names (case, spaces, ``-`` and ``_`` ignored), so a segmentation named in
 another convention (SegRap's ``TemporalLobe_L``, LiTS' ``liver``) maps onto the template's names.
 """
@@ -123,6 +125,8 @@ def _tuple3(v, what, origin):
 def _color(v, name, index, origin):
     if v is None or v == "":
         return default_color(name, index)
+    if isinstance(v, str) and re.fullmatch(r"[\d.\s,;]+", v.strip()):  # "255 0 0" or "1,0,0"
+        v = [x for x in re.split(r"[\s,;]+", v.strip()) if x]
     if isinstance(v, str):
         h = v.lstrip("#")
         if not re.fullmatch(r"[0-9a-fA-F]{6}", h):
