@@ -235,3 +235,36 @@ def test_rtstruct_of_another_frame_of_reference_is_refused(small_ct, tmp_path):
     assert np.array_equal(read_rtstruct(rs, ref.geometry).masks["a"], m)
     with pytest.raises(InputError, match="another scan"):
         read_rtstruct(rs, ref.geometry, frame_of_reference_uid="1.2.3.4")
+
+
+def test_evaluate_segrap_against_rtstruct_seg_and_seg_nrrd_references(small_ct, tmp_path):
+    """Synthetic structures: a prediction named as SegRap names them, references with TG-263 names."""
+    import csv
+
+    from medsegsuite.cli import main
+    from medsegsuite.io import write_segmentation
+
+    vol, folder = small_ct
+    ref = scan_series(folder)
+    g = vol.geometry
+    a = np.zeros(g.shape, bool)
+    a[3:12, 4:14, 1:6] = True
+    b = np.zeros(g.shape, bool)
+    b[14:21, 5:15, 2:7] = True
+    reference = Segmentation(g, {"Parotid_L": a, "Lobe_Temporal_L": b})
+    pred_b = np.roll(b, 1, axis=0)
+    pred = write_segmentation(Segmentation(g, {"Parotid_L": a, "TemporalLobe_L": pred_b}), tmp_path / "pred.seg.nrrd")
+    refs = {"rtstruct": write_rtstruct(reference, ref, folder / "RS.dcm"),
+            "seg": write_dicom_seg(reference, ref, tmp_path / "SEG.dcm"),
+            "nrrd": write_segmentation(reference, tmp_path / "ref.seg.nrrd")}
+    expected = {"Parotid_L": 1.0, "TemporalLobe_L": dice(pred_b, b)}
+    for kind, path in refs.items():
+        out = tmp_path / f"ev_{kind}"
+        args = ["evaluate", "--pred", str(pred), "--ref", str(path), "--preset", "segrap", "--out", str(out), "--no-plots"]
+        if kind == "seg":
+            args += ["--ref-image", str(folder)]
+        assert main(args) == 0, kind
+        rows = {r["structure"]: float(r["dice"]) for r in csv.DictReader(open(out / "metrics.csv"))}
+        assert rows.keys() == expected.keys(), (kind, rows)
+        for name, d in expected.items():
+            assert rows[name] == pytest.approx(d, abs=1e-6), (kind, name)

@@ -61,7 +61,7 @@ def stored_values(array) -> tuple[np.ndarray, float]:
     return q.astype(np.int16), 1.0
 
 
-def write_ct_series(vol: Volume, folder, patient_name: str = "Anonymous", patient_id: str = "MSS0001",
+def write_ct_series(vol: Volume, folder, patient_name: str = "Anonymous^", patient_id: str = "MSS0001",
                     study_description: str = "", series_description: str = "", image_comments: str = "",
                     patient_position: str = "HFS") -> Path:
     """Write ``vol`` (HU) as a CT series in ``folder`` (created; files CT0001.dcm ...); returns the folder.
