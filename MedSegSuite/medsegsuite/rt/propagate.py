@@ -57,11 +57,11 @@ def stop_reason(mask: np.ndarray, prev: np.ndarray, params: dict) -> str | None:
     area, prev_area = int(mask.sum()), int(prev.sum())
     if area < params["min_pixels"]:
         return f"mask of {area} px < min_pixels {params['min_pixels']} (the structure ended)"
+    if area > params["max_growth"] * prev_area:
+        return f"mask grew {area / prev_area:.1f}x over the neighbour's (> max_growth {params['max_growth']})"
     overlap = (mask & prev).sum() / area
     if overlap < params["min_overlap"]:
         return f"only {overlap:.2f} of the mask overlaps the neighbour's (< min_overlap {params['min_overlap']})"
-    if area > params["max_growth"] * prev_area:
-        return f"mask grew {area / prev_area:.1f}x over the neighbour's (> max_growth {params['max_growth']})"
     return None
 
 
