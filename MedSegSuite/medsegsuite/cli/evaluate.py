@@ -65,6 +65,10 @@ def register(sub):
                    help="nrrd (default) or dicom: the CT as a CT Image Storage series in DIR/LiTS-117_ct/ (assumed 2 mm "
                    "isotropic spacing, head first supine) and the reference as DIR/LiTS-117_RS.dcm (RTSTRUCT)")
     e.set_defaults(func=run_export)
+    f = ssub.add_parser("fetch", help="download the pinned real cases (TotalSegmentator, pyradiomics, ...) "
+                        "into the data cache ($MEDSEGSUITE_DATA, default ~/.cache/medsegsuite/realdata)")
+    f.add_argument("sources", nargs="*", metavar="SOURCE", help="only these sources (default: all)")
+    f.set_defaults(func=run_fetch)
     s.set_defaults(func=lambda args: s.print_help())
 
 
@@ -280,4 +284,12 @@ def run_export(args) -> int:
     print(f"wrote {ref}")
     if not args.no_image:
         print(f"wrote {write_image(lits117_ct(), out / 'LiTS-117_ct.nrrd')}")
+    return 0
+
+
+def run_fetch(args) -> int:
+    from ..sampledata.real import fetch
+
+    for name, path in fetch(args.sources or None).items():
+        print(f"{name}: {path}")
     return 0
