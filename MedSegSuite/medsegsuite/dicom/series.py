@@ -21,9 +21,9 @@ from ..volume import Geometry, Volume
 
 _LPS = np.diag([-1.0, -1.0, 1.0])
 NON_IMAGE_MODALITIES = {"RTSTRUCT", "SEG", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG"}
-SPACING_RTOL = 0.01  # slice gaps may differ by 1 % (rounding in ImagePositionPatient)
-SPACING_ATOL = 0.01  # ... or by 0.01 mm
-TILT_TOL_DEG = 0.1
+SPACING_RTOL = 0.02  # a slice may lie 2 % of the spacing off the regular grid (rounded positions) ...
+SPACING_ATOL = 0.05  # ... or 0.05 mm
+TILT_TOL_DEG = 0.5  # end-to-end shear angle; CT gantry tilts are several degrees
 
 
 def split_series_spec(spec) -> tuple[Path, str | None]:
@@ -93,9 +93,7 @@ def _scan(folder: Path) -> tuple[dict[str, list], list[str]]:
         if modality in NON_IMAGE_MODALITIES or "Rows" not in h:
             other.append(f"{p.name} ({modality or 'no modality'})")
             continue
-        uid = str(getattr(h, "SeriesInstanceUID", "") or "")
-        if not uid:
-            raise InputError(f"{p} has no SeriesInstanceUID; it is not a valid DICOM image")
+        uid = str(getattr(h, "SeriesInstanceUID", "") or "")  # "" (anonymised away): grouped together
         series.setdefault(uid, []).append((p, h))
     return series, other
 
@@ -162,33 +160,39 @@ def _geometry(items: list, folder: Path) -> tuple[list, Geometry]:
     depth = pos @ normal
     tilt = float(getattr(h0, "GantryDetectorTilt", 0) or 0)
     if len(items) > 1:
-        dup = np.nonzero(np.diff(depth) < SPACING_ATOL)[0]
+        dup = np.nonzero(np.diff(depth) < 0.01)[0]
         if dup.size:
             a, b = items[dup[0]][0].name, items[dup[0] + 1][0].name
             raise InputError(f"series {h0.SeriesInstanceUID}: {a} and {b} lie at the same position "
                              f"({depth[dup[0]]:.3f} mm); several acquisitions or time points share the series, "
                              "which is not one volume")
-        steps = np.diff(pos, axis=0)
-        along = steps @ normal
-        off = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-        angle = np.degrees(np.arctan2(off, along))
-        if np.max(np.abs(angle)) > TILT_TOL_DEG or abs(tilt) > TILT_TOL_DEG:
-            t = tilt if abs(tilt) > TILT_TOL_DEG else float(np.median(angle))
+        along = np.diff(depth)
+        med = float(np.median(along))
+        gaps = np.nonzero(along > 1.5 * med)[0]
+        if gaps.size:
+            n_missing = int(np.sum(np.round(along[gaps] / med) - 1))
+            where = ", ".join(f"{items[i][0].name} -> {items[i + 1][0].name} ({along[i]:.3f} mm)" for i in gaps[:4])
+            raise InputError(f"series {h0.SeriesInstanceUID} has {n_missing} missing slice(s): the slices are "
+                             f"{med:.3f} mm apart except {where}. Re-export the complete series.")
+        n = len(items)
+        d = float(depth[-1] - depth[0]) / (n - 1)
+        resid = depth - (depth[0] + d * np.arange(n))  # rounding jitter of positions is tolerated
+        if np.max(np.abs(resid)) > max(SPACING_ATOL, SPACING_RTOL * d):
+            worst = np.argsort(-np.abs(resid))[:3]
+            where = ", ".join(f"{items[i][0].name} ({resid[i]:+.3f} mm)" for i in sorted(worst))
+            raise InputError(f"series {h0.SeriesInstanceUID} has unevenly spaced slices (mean step {d:.3f} mm; off the "
+                             f"regular grid: {where}); it cannot be read as one regular grid. Resample it first.")
+        lateral = (pos - pos[0]) - np.outer(depth - depth[0], normal)
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(lateral[-1]), depth[-1] - depth[0])))
+        if abs(tilt) > TILT_TOL_DEG or angle > TILT_TOL_DEG:
+            t = tilt if abs(tilt) > TILT_TOL_DEG else angle
             raise InputError(f"series {h0.SeriesInstanceUID} was acquired with a gantry/detector tilt of {t:.1f}°: "
                              "its slices are sheared, not a rectangular grid. Resample it to a regular grid "
                              "first (e.g. Slicer's DICOM import with 'acquisition geometry regularization').")
-        d = float(np.median(along))
-        bad = np.nonzero(np.abs(along - d) > max(SPACING_ATOL, SPACING_RTOL * d))[0]
-        if bad.size:
-            gaps = along[bad]
-            multiple = np.all(np.abs(gaps / d - np.round(gaps / d)) < 0.05) and np.all(gaps > d)
-            where = ", ".join(f"{items[i][0].name} -> {items[i + 1][0].name} ({along[i]:.3f} mm)" for i in bad[:4])
-            if multiple:
-                n_missing = int(np.sum(np.round(gaps / d) - 1))
-                raise InputError(f"series {h0.SeriesInstanceUID} has {n_missing} missing slice(s): the slices are "
-                                 f"{d:.3f} mm apart except {where}. Re-export the complete series.")
-            raise InputError(f"series {h0.SeriesInstanceUID} has unevenly spaced slices (median {d:.3f} mm; "
-                             f"{where}); it cannot be read as one regular grid. Resample it first.")
+        if np.max(np.linalg.norm(lateral, axis=1)) > 0.5 * min(ps):
+            raise InputError(f"series {h0.SeriesInstanceUID}: slice positions wander sideways by up to "
+                             f"{np.max(np.linalg.norm(lateral, axis=1)):.2f} mm (more than half a pixel); "
+                             "it is not one regular grid")
     else:
         d = float(getattr(h0, "SpacingBetweenSlices", 0) or getattr(h0, "SliceThickness", 0) or 1.0)
     direction_lps = np.stack([row, col, normal], axis=1)
