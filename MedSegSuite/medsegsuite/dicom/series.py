@@ -220,6 +220,7 @@ def read_series(spec, name: str | None = None) -> Volume:
     folder, _ = split_series_spec(spec)
     name = name or folder.name
     with _keep_locale():
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # our checks ran; ITK's own spacing warning is noise
         try:
             if info.geometry is None:
                 img = sitk.ReadImage(str(info.files[0]))
@@ -230,6 +231,8 @@ def read_series(spec, name: str | None = None) -> Volume:
         except RuntimeError as e:
             raise InputError(f"cannot read the pixels of series {info.uid}: "
                              f"{str(e).strip().splitlines()[-1]}") from None
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(True)
     if img.GetPixelID() == sitk.sitkFloat64:  # rescaled values: float32 holds them exactly enough
         img = sitk.Cast(img, sitk.sitkFloat32)
     vol = volume_from_sitk(img, name)
