@@ -82,7 +82,7 @@ def test_rtstruct_reads_back_exactly_and_by_independent_readers(exported, lits_c
     uids = {h.SOPInstanceUID for h in ref.headers}
     contour_refs = {c.ContourImageSequence[0].ReferencedSOPInstanceUID
                     for roi in ds.ROIContourSequence for c in roi.ContourSequence}
-    assert contour_refs <= uids and len(contour_refs) > 20
+    assert contour_refs == uids  # every slice of the crop holds liver, each contour names its image
     assert ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == ref.first.FrameOfReferenceUID
     assert list(ds.ROIContourSequence[2].ROIDisplayColor) == [26, 51, 76]
     # our reader: exact
