@@ -8,29 +8,24 @@ VENV=.venv
 STAMP=$VENV/.medsegsuite-setup
 want=$(cat requirements.txt requirements-test.txt constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
-# Colin27 + AAL (Debian mricron-data): only the Colin27 features need it.
-if [ ! -f /usr/share/mricron/templates/ch2.nii.gz ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing Debian package mricron-data (Colin27 T1 + AAL atlas)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data >/dev/null) \
-      || echo "[setup] WARNING: apt-get install mricron-data failed; Colin27 features are unavailable"
-  elif command -v sudo >/dev/null 2>&1; then
-    echo "[setup] installing mricron-data with sudo (Colin27 T1 + AAL atlas)"
-    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data >/dev/null) \
-      || echo "[setup] WARNING: could not install mricron-data; Colin27 features are unavailable"
+# Debian packages, each checked by a file or command it provides; the missing ones are installed with one
+# apt-get call (root, or sudo). Where neither works, set-up says what is missing and what it affects.
+declare -a APT_MISSING=() APT_WHY=()
+need_deb() {  # need_deb PACKAGES PRESENT-CHECK WHY
+  if ! eval "$2" >/dev/null 2>&1; then APT_MISSING+=($1); APT_WHY+=("$1: $3"); fi
+}
+need_deb mricron-data "test -f /usr/share/mricron/templates/ch2.nii.gz" "Colin27 T1 + AAL atlas (Colin27 features)"
+need_deb "cmake g++" "command -v cmake" "the extension's CMake configure test"
+need_deb dicom3tools "command -v dciodvfy" "the DICOM validator of the RTSTRUCT/SEG export tests"
+if [ ${#APT_MISSING[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=$(command -v sudo || true)
+  printf '[setup] Debian packages needed: %s\n' "${APT_WHY[@]}"
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+    ($SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_MISSING[@]}" \
+      >/dev/null) || echo "[setup] WARNING: apt-get install ${APT_MISSING[*]} failed; the features above are unavailable"
   else
-    echo "[setup] NOTE: cannot run apt-get here; install 'mricron-data' yourself for the Colin27 features"
-  fi
-fi
-
-# cmake (Debian): test_slicer_static configures the extension's CMakeLists.txt against a stand-in Slicer.
-if ! command -v cmake >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing Debian package cmake (the extension's CMake check)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null) \
-      || echo "[setup] WARNING: apt-get install cmake failed; the CMake configure test is skipped"
-  else
-    echo "[setup] NOTE: install 'cmake' and a C++ compiler yourself for the CMake configure test"
+    echo "[setup] NOTE: cannot run apt-get here; install ${APT_MISSING[*]} yourself for the features above"
   fi
 fi
 
@@ -48,6 +43,9 @@ echo "[setup] installing the backend and its pinned dependencies"
 $P install -q -c constraints.txt -r requirements.txt -r requirements-test.txt
 # Only the LiTS-117 data files of this package are used; its own deps pin torch 1.7, never install them.
 $P install -q --no-deps liver-ct-segmentation-package==1.6.0
+# rt-utils (an independent RTSTRUCT reader for the export tests) pins the GUI build of OpenCV; the headless
+# build from requirements-test.txt serves it.
+$P install -q --no-deps rt-utils==1.2.7
 # The unrelated PyPI package 'slicer' collides with slicer-core's 'slicer' module.
 if $P show slicer >/dev/null 2>&1; then $P uninstall -y -q slicer; fi
 $P install -q -c constraints.txt --no-deps -e .

@@ -167,12 +167,13 @@ def set_finished(seg_node, name: str) -> None:
 
 
 def is_protected(seg_node, sid: str) -> bool:
-    """Locked (our tag) or finished (Slicer status Completed)."""
+    """Locked (our tag), finished (Slicer status Completed) or approved (structures.STATUS_TAG)."""
     segment = seg_node.GetSegmentation().GetSegment(sid)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     tag = vtk.reference("")
     locked = segment.GetTag(LOCK_TAG, tag) and str(tag).lower() in ("1", "true", "yes")
-    return bool(locked) or logic.GetSegmentStatus(segment) == logic.Completed
+    approved = segment.GetTag("MedSegSuite.Status", tag) and str(tag) == "approved"
+    return bool(locked) or bool(approved) or logic.GetSegmentStatus(segment) == logic.Completed
 
 
 def is_visible(seg_node, sid: str) -> bool:

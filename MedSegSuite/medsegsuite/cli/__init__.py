@@ -10,13 +10,15 @@ import sys
 from .. import __version__
 from ..errors import MedSegError
 
-COMMANDS = ["demo", "info", "models", "evaluate", "cosam", "scribble", "tta", "dyna", "serve", "users"]
+COMMANDS = ["demo", "info", "models", "evaluate", "cosam", "scribble", "tta", "dyna", "serve", "users", "export",
+            "structures"]
 
 EPILOG = """examples:
   medsegsuite demo --out demo_out             # LiteMedSAM oracle boxes (+ CoSAM) on LiTS-117
   medsegsuite info                            # versions, device, sample data, models
   medsegsuite models list                     # registered models
   medsegsuite evaluate --pred P --ref R --out DIR
+  medsegsuite export --seg S.seg.nrrd --reference CT_DIR --format rtstruct --out RS.dcm
 run 'medsegsuite COMMAND --help' for each command's options."""
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..volume.planes import PLANES, SliceEngine, check_plane, parse_slices
 
-SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+SEG_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm")  # .dcm: RTSTRUCT or DICOM SEG
 SAMPLES = {"lits117": "LiTS-117", "lits-117": "LiTS-117", "lits": "LiTS-117"}
 
 
@@ -33,6 +33,9 @@ def register(sub):
     p.add_argument("--ref", required=True, metavar="PATH|lits117",
                    help="references: a file or a folder with the same case names, or 'lits117' (bundled sample)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--ref-image", metavar="DICOM_DIR",
+                   help="the image series RTSTRUCT references are drawn on (default: the series each references, "
+                   "found in its own folder)")
     p.add_argument("--preset", metavar="segrap|touchstone|lits|FILE",
                    help="structures, label values and NSD tolerances (default: the reference's segment names, "
                    "--tolerance for all; 'lits' with --ref lits117)")
@@ -58,6 +61,9 @@ def register(sub):
     e = ssub.add_parser("export", help="write LiTS-117 CT and reference segmentation")
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--no-image", action="store_true", help="write the reference segmentation only")
+    e.add_argument("--format", choices=["nrrd", "dicom"], default="nrrd",
+                   help="nrrd (default) or dicom: the CT as a CT Image Storage series in DIR/LiTS-117_ct/ (assumed 2 mm "
+                   "isotropic spacing, head first supine) and the reference as DIR/LiTS-117_RS.dcm (RTSTRUCT)")
     e.set_defaults(func=run_export)
     f = ssub.add_parser("fetch", help="download the pinned real cases (TotalSegmentator, pyradiomics, ...) "
                         "into the data cache ($MEDSEGSUITE_DATA, default ~/.cache/medsegsuite/realdata)")
@@ -100,12 +106,13 @@ def discover(path: Path) -> dict[str, Path]:
     return cases
 
 
-def load_case(path: Path):
-    """A Segmentation from a file, or from a folder holding one binary mask file per structure."""
+def load_case(path: Path, reference=None):
+    """A Segmentation from a file (an RTSTRUCT is drawn on ``reference`` or the series it references),
+    or from a folder holding one binary mask file per structure."""
     from ..io import Segmentation, read_image, read_segmentation
 
     if path.is_file():
-        return read_segmentation(path)
+        return read_segmentation(path, reference=reference)
     seg = None
     for f in sorted(q for q in path.iterdir() if _is_seg_file(q)):
         vol = read_image(f)
@@ -188,7 +195,8 @@ def run(args) -> int:
         references = {sample: _sample_reference(sample)}
         preset_spec = args.preset or "lits"
     else:
-        references = {cid: (lambda p=p: load_case(p)) for cid, p in discover(Path(args.ref)).items()}
+        ref_image = getattr(args, "ref_image", None)
+        references = {cid: (lambda p=p: load_case(p, ref_image)) for cid, p in discover(Path(args.ref)).items()}
         preset_spec = args.preset
     preset = load_preset(preset_spec) if preset_spec else None
 
@@ -266,6 +274,12 @@ def run_export(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "format", "nrrd") == "dicom":
+        from ..sampledata.dicom import export_lits117_dicom
+
+        for path in export_lits117_dicom(out, with_reference=not args.no_image):
+            print(f"wrote {path}")
+        return 0
     ref = write_segmentation(lits117_segmentation(), out / "LiTS-117.seg.nrrd")
     print(f"wrote {ref}")
     if not args.no_image:

@@ -23,6 +23,7 @@ TASK_MODULES = [
     "medsegsuite.cosam.tasks",
     "medsegsuite.scribble.tasks",
     "medsegsuite.tta.tasks",
+    "medsegsuite.rt.propagate",
 ]
 
 _TASKS: dict[str, "TaskSpec"] = {}

@@ -56,7 +56,13 @@ def _name_of(path: Path) -> str:
 
 
 def read_image(path, name: str | None = None) -> Volume:
-    """Read a 3D scalar image (NIfTI/NRRD/MHA, or a folder holding one DICOM series)."""
+    """Read a 3D scalar image (NIfTI/NRRD/MHA), or a DICOM series: a folder holding one image series,
+    or ``FOLDER#SERIES_UID`` to pick one of several (see :mod:`medsegsuite.dicom.series`)."""
+    from ..dicom.series import split_series_spec
+
+    folder, uid = split_series_spec(path)
+    if uid is not None and folder.is_dir():
+        return read_dicom_series(path, name=name)
     path = Path(path)
     if not path.exists():
         raise InputError(f"image file not found: {path}")
@@ -97,21 +103,11 @@ def _keep_locale():
 
 
 def read_dicom_series(folder, name: str | None = None) -> Volume:
-    with _keep_locale():
-        return _read_dicom_series(Path(folder), name)
+    """One DICOM image series (``FOLDER`` or ``FOLDER#SERIES_UID``), slice geometry checked, with its
+    UIDs in ``meta["dicom"]``."""
+    from ..dicom.series import read_series
 
-
-def _read_dicom_series(folder: Path, name: str | None) -> Volume:
-    sitk = _sitk()
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        raise InputError(f"no DICOM series found in {folder}")
-    if len(ids) > 1:
-        raise InputError(f"{folder} holds {len(ids)} DICOM series; point to a folder with one series")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return volume_from_sitk(reader.Execute(), name or folder.name)
+    return read_series(folder, name=name)
 
 
 def write_dicom_series(vol: Volume, folder) -> Path:
@@ -153,4 +149,4 @@ def _write_dicom_series(vol: Volume, folder) -> Path:
 
 def is_image_path(path) -> bool:
     p = str(path)
-    return os.path.isdir(p) or p.endswith(IMAGE_SUFFIXES)
+    return os.path.isdir(p) or os.path.isdir(p.rpartition("#")[0] or p) or p.endswith(IMAGE_SUFFIXES)

@@ -177,14 +177,21 @@ def write_segmentation(seg: Segmentation, path) -> Path:
     return path
 
 
-def read_segmentation(path, names: dict[int, str] | None = None) -> Segmentation:
-    """Read `.seg.nrrd` (names from the file) or a labelmap (names from ``names``, the side file,
-    or ``label_<v>``)."""
+def read_segmentation(path, names: dict[int, str] | None = None, reference=None) -> Segmentation:
+    """Read `.seg.nrrd` (names from the file), a labelmap (names from ``names``, the side file,
+    or ``label_<v>``), or a DICOM RTSTRUCT / SEG file (contours drawn on ``reference``, an image
+    series folder or grid, default: the series it references, found next to it)."""
     from .image import read_image
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"segmentation file not found: {path}")
+    from ..dicom.objects import is_dicom_file
+
+    if is_dicom_file(path):
+        from ..dicom.objects import read_structures
+
+        return read_structures(path, reference)
     if str(path).endswith(".seg.nrrd"):
         import slicerio
 

@@ -116,6 +116,9 @@ class Volume:
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     direction: tuple = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     name: str = field(default="volume")
+    # Where the image came from (e.g. ``meta["dicom"]``: patient, study, series and frame-of-reference
+    # UIDs, kept so exports can reference the source series). Not part of the image's identity.
+    meta: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         a = np.asarray(self.array)
