@@ -77,13 +77,13 @@ def stream_logits(adapter, x, progress=None, check_cancelled=None, batch: int = 
 
 
 def run_volume(source, volume, method: str = "vptta", options: dict | None = None, adapter=None,
-               indices=None, progress=None, check_cancelled=None, x=None) -> dict:
+               indices=None, progress=None, check_cancelled=None, x=None, shape2d=None) -> dict:
     """Before/after logits on the canonical slice grid + per-slice uncertainty + timings + the gate.
 
     ``after`` is what the method returns for the volume: the adapted prediction when the safety gate
     (`gate.decide`, option ``gate``) trusts it, otherwise the source prediction; ``adapted`` is always
-    the adapted one and ``gate`` the decision with its reason and signals. ``x`` (network-ready slices)
-    replaces reading ``volume`` (the evaluation passes it)."""
+    the adapted one and ``gate`` the decision with its reason and signals. ``x`` (network-ready slices of
+    ``indices``, with their ``shape2d``) replaces reading ``volume`` (the evaluation passes them)."""
     from .gate import FeatureStatistics, decide
     from .network import logits_to_slices, slices_from_volume
     from .options import schedule
@@ -91,7 +91,7 @@ def run_volume(source, volume, method: str = "vptta", options: dict | None = Non
     if x is None:
         x, idx, shape2d = slices_from_volume(volume, source.card, indices)
     else:
-        idx, shape2d = list(indices), tuple(volume)
+        idx = list(indices)
     stats = FeatureStatistics(source.net)
     try:
         t0 = time.perf_counter()
