@@ -61,8 +61,10 @@ def register(sub):
     e.add_argument("--shifts", nargs="+", help="only these physical shifts (default: all of each modality)")
     e.add_argument("--no-real", action="store_true", help="skip the real cross-case MRs (they need "
                    "'medsegsuite sampledata fetch' and deepbet)")
-    e.add_argument("--night-iterations", type=int, default=20,
-                   help="DyNA night iterations (batch 4) per case (default 20)")
+    e.add_argument("--night-iterations", type=int, default=12,
+                   help="DyNA night iterations (batch 4) per case (default 12)")
+    e.add_argument("--workers", type=int, default=1,
+                   help="processes for the evaluation's independent parts (source models, real MRs); default 1")
     e.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: 128 px slices gain little from more on a busy machine)")
     e.set_defaults(func=run_eval)
@@ -108,7 +110,7 @@ def run_eval(args):
     from ..tta.evaluate import run_evaluation
 
     run_evaluation(args.out, datasets=args.datasets, methods=args.methods, night_iterations=args.night_iterations,
-                   threads=args.threads, real=not args.no_real, shifts=args.shifts)
+                   threads=args.threads, real=not args.no_real, shifts=args.shifts, workers=args.workers)
 
 
 def run_train(args):
