@@ -329,8 +329,17 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
     old_home = os.environ.get("MEDSEGSUITE_HOME")
     os.environ["MEDSEGSUITE_HOME"] = tempfile.mkdtemp(prefix="tta-eval-home-")  # night versions stay out of
     try:                                                                          # the user's version list
-        parts = [("same", d) for d in datasets] + ([("real", None)] if real else [])
-        args = [(kind, d, methods, night_iterations, shifts, threads) for kind, d in parts]
+        from .network import load_source_model
+        from .shifts import shifts_for
+
+        parts = []
+        for d in datasets:
+            names = [n for n in shifts_for(load_source_model(d).card.get("modality", "ct"))
+                     if not shifts or n in shifts]
+            k = max(1, min(len(names), (workers - int(real)) // len(datasets)))  # chunks of its shifts
+            parts += [("same", d, tuple(names[i::k])) for i in range(k)]
+        parts += [("real", None, None)] if real else []
+        args = [(kind, d, methods, night_iterations, sh, threads) for kind, d, sh in parts]
         if workers > 1 and len(parts) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
