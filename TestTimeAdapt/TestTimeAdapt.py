@@ -120,6 +120,12 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         self.last_info = dict(result.info)
         return {k: v for k, v in result.masks.items() if self.keep_before or not k.endswith("(before)")}
 
+    def gate_text(self) -> str:
+        """The safety gate's decision on the last case in words: whether the adapted prediction was used
+        and why ('' when no adaptation ran)."""
+        gate = self.last_info.get("gate") or {}
+        return gate.get("reason", "")
+
     def entropy_series(self) -> dict:
         """Per-slice mean entropy (0 sure .. 1 coin flip) before and after adaptation, last run."""
         i = self.last_info
@@ -277,6 +283,8 @@ class TestTimeAdaptWidget(MethodPanelWidget):
             i = self.logic.last_info
             self.ui.statusLabel.text += (f"  Mean entropy {i['mean_entropy_before']:.3f} before, "
                                          f"{i['mean_entropy_after']:.3f} after.")
+            if self.logic.gate_text():
+                self.ui.statusLabel.text += "  Safety gate: " + self.logic.gate_text()
             try:
                 _, chart = self.logic.entropy_plot(slicer.mrmlScene)
                 slicer.modules.plots.logic().ShowChartInLayout(chart)

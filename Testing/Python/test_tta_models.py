@@ -139,9 +139,10 @@ def test_stream_continues_adapter_state_across_jobs(lits, backend):
     p = {"model": "liver-source", "method": "vptta", "slices": "60:63", "stream": "pytest-stream"}
     first = run_job(backend, "tta.adapt", ct, p).info
     second = run_job(backend, "tta.adapt", ct, p).info
-    assert first["stream_images_seen"] == 3 and second["stream_images_seen"] == 6
+    # 3 slices = one batch = one adaptation step per job; the second job continues the first's state
+    assert first["stream_steps"] == 1 and second["stream_steps"] == 2
     fresh = run_job(backend, "tta.adapt", ct, {**p, "stream": None}).info
-    assert "stream_images_seen" not in fresh
+    assert "stream_steps" not in fresh
 
 
 def test_eval_command_writes_the_table(tmp_path):
@@ -149,7 +150,11 @@ def test_eval_command_writes_the_table(tmp_path):
 
     out = tmp_path / "tta.md"
     assert main(["tta", "eval", "--out", str(out), "--datasets", "liver-source", "--methods", "none", "vptta",
-                 "--slices-per-centre", "2"]) == 0
+                 "--shifts", "source", "offset+10HU", "--no-real"]) == 0
     text = out.read_text()
-    assert "SYNTHETIC" in text and "| B-noise |" in text and "× plain inference" in text
-    assert "VPTTA cost" in text and (tmp_path / "tta.json").exists()
+    assert "SIMULATED" in text and "| offset+10HU |" in text and "× plain" in text and "Wilcoxon" in text
+    assert "VPTTA cost" in text and "**Provenance**" in text
+    import json
+
+    rows = json.loads((tmp_path / "tta.json").read_text())["rows"]
+    assert {r["case"] for r in rows} == {"source", "offset+10HU"} and all("nsd" in r for r in rows)

@@ -48,6 +48,7 @@ def test_panel_run_writes_before_and_after_segments_and_entropy_plot(lits, backe
     ref = lits[1].masks["liver"][:, :, 62:65]
     p = masks["liver"][:, :, 62:65]
     assert 2 * (p & ref).sum() / (p.sum() + ref.sum()) > 0.85
+    assert logic.gate_text() == logic.last_info["gate"]["reason"] and "prediction" in logic.gate_text()
     series = logic.entropy_series()
     assert series["slices"] == [62, 63, 64] and len(series["after"]) == 3
     table, chart = logic.entropy_plot(scene)

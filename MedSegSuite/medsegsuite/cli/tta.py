@@ -53,16 +53,20 @@ def register(sub):
     p.set_defaults(func=run_adapt, _tta_parser=p)
     s = p.add_subparsers(dest="tta_command", metavar="ACTION")
 
-    e = s.add_parser("eval", help="multi-centre evaluation (SYNTHETIC shifts on LiTS-117 and Colin27)")
+    e = s.add_parser("eval", help="like-for-like evaluation: physical shifts (simulated) on LiTS-117 and Colin27, "
+                     "real cross-case T1 MRs with deepbet pseudo masks")
     e.add_argument("--out", default="docs/results/tta.md", metavar="TABLE.md")
     e.add_argument("--datasets", nargs="+", default=["liver-source", "brain-source"], help="source models to evaluate")
     e.add_argument("--methods", nargs="+", default=["none", "tent", "vptta", "grata", "dyna"], choices=METHOD_CHOICES)
-    e.add_argument("--slices-per-centre", type=int, default=24, help="held-out slices per centre (default 24)")
-    e.add_argument("--night-iterations", type=int, default=30,
-                   help="DyNA night iterations (batch 4) per centre (default 30)")
+    e.add_argument("--shifts", nargs="+", help="only these physical shifts (default: all of each modality)")
+    e.add_argument("--no-real", action="store_true", help="skip the real cross-case MRs (they need "
+                   "'medsegsuite sampledata fetch' and deepbet)")
+    e.add_argument("--night-iterations", type=int, default=12,
+                   help="DyNA night iterations (batch 4) per case (default 12)")
+    e.add_argument("--workers", type=int, default=1,
+                   help="processes for the evaluation's independent parts (source models, real MRs); default 1")
     e.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: batch-1 128 px slices gain nothing from more, and on a "
-                   "busy machine thread hand-offs are costly)")
+                   help="torch threads (default 1: 128 px slices gain little from more on a busy machine)")
     e.set_defaults(func=run_eval)
 
     t = s.add_parser("train-source", help="rebuild the shipped source models into Resources/Models")
@@ -105,8 +109,8 @@ def run_adapt(args):
 def run_eval(args):
     from ..tta.evaluate import run_evaluation
 
-    run_evaluation(args.out, datasets=args.datasets, methods=args.methods, slices_per_centre=args.slices_per_centre,
-                   night_iterations=args.night_iterations, threads=args.threads)
+    run_evaluation(args.out, datasets=args.datasets, methods=args.methods, night_iterations=args.night_iterations,
+                   threads=args.threads, real=not args.no_real, shifts=args.shifts, workers=args.workers)
 
 
 def run_train(args):

@@ -144,7 +144,15 @@ class GraTa:
         self.optimizer.step()
         return cos
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def adapt(self, x: torch.Tensor) -> None:
+        """One GraTa step on ``x`` (one image, or a batch of one volume's slices)."""
         self.step(x)
-        with torch.no_grad():
-            return self.model(x)
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` with the adapted BN γ/β (BN: ``x``'s own statistics)."""
+        return self.model(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.adapt(x)
+        return self.infer(x)

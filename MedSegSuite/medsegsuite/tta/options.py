@@ -3,14 +3,27 @@ task schemas, the CLI's ``-o key=value``, the panel's option help and the evalua
 Torch-free: panels import it."""
 
 METHODS = ("none", "tent", "vptta", "grata", "dyna")
+# How a method is applied to a volume (not its maths): ``batch`` slices of the volume per step (BN
+# statistics and the update from them together; 1 = the papers' image-by-image stream), the update on
+# every ``adapt_every``-th slice of the batch (then the whole batch is predicted; the cost lever), and
+# the safety ``gate`` (tta/gate.py: keep the source prediction when adaptation is not trusted).
+VOLUME_OPTIONS = {"batch": 16, "gate": True}
 METHOD_OPTIONS = {
     "none": {},
-    "tent": {"lr": 1e-3, "steps": 1, "episodic": False},
-    "vptta": {"alpha": 0.01, "lr": 0.05, "memory_size": 40, "neighbours": 16, "warm_n": 5, "iters": 1},
-    "grata": {"lr": 1e-4, "seed": 0},
+    "tent": {"lr": 1e-3, "steps": 1, "episodic": False, **VOLUME_OPTIONS},
+    "vptta": {"alpha": 0.01, "lr": 0.05, "memory_size": 40, "neighbours": 16, "warm_n": 5, "iters": 1,
+              **VOLUME_OPTIONS, "adapt_every": 2},
+    "grata": {"lr": 1e-4, "seed": 0, **VOLUME_OPTIONS, "adapt_every": 8},
     "dyna": {"alpha": 0.01, "lr": 0.05, "memory_size": 40, "neighbours": 16, "warm_n": 5, "iters": 1,
-             "keep_case": True},
+             **VOLUME_OPTIONS, "adapt_every": 2, "keep_case": True},
 }
+SCHEDULE_KEYS = ("batch", "adapt_every", "gate")
+
+
+def schedule(options: dict) -> dict:
+    """The per-volume schedule part of checked options: batch, adapt_every (1 if the method has none), gate."""
+    return {"batch": int(options.get("batch", 1)), "adapt_every": int(options.get("adapt_every", 1)),
+            "gate": bool(options.get("gate", False))}
 NIGHT_OPTIONS = {"iterations": 60, "batch": 8, "lr": 1e-4, "teacher_momentum": 0.99,
                  "global_momentum": 0.5, "confidence": 0.8, "seed": 0}
 

@@ -52,8 +52,9 @@ def before_name(structure: str) -> str:
     return f"{structure} (before)"
 
 
-@task("tta.adapt", description="segment a volume slice by slice with a source model, adapted per case "
-      "(none, tent, vptta, grata, dyna); before/after masks and per-slice entropy", params=ADAPT_PARAMS,
+@task("tta.adapt", description="segment a volume with a source model adapted to it (none, tent, vptta, grata, "
+      "dyna; batches of its slices); before/after masks, per-slice entropy and the safety gate's decision "
+      "(info['gate']: accepted, reason, signals)", params=ADAPT_PARAMS,
       check=_check_adapt)
 def adapt(ctx, image, params, inputs):
     from .network import slice_engine
@@ -86,6 +87,9 @@ def adapt(ctx, image, params, inputs):
                      progress=lambda d, t: ctx.progress(0.05 + 0.9 * d / t, f"{method}: slice {d}/{t}"),
                      check_cancelled=ctx.check_cancelled)
     structure = params["structure"] or source.structure
+    gate = res.get("gate")
+    if gate is not None:
+        ctx.progress(0.97, gate.reason)
     masks = {structure: eng.assemble(dict(zip(res["indices"], res["after"] > 0)))}
     if method != "none":
         masks[before_name(structure)] = eng.assemble(dict(zip(res["indices"], res["before"] > 0)))
@@ -101,7 +105,7 @@ def adapt(ctx, image, params, inputs):
         info["stream"] = str(stream)
         seen = getattr(res.get("adapter"), "images_seen", None)
         if seen is not None:
-            info["stream_images_seen"] = int(seen)
+            info["stream_steps"] = int(seen)  # adaptation steps so far (one per batch of slices)
     if method == "dyna" and keep_case:
         policy = ctx.policy or {}
         if policy.get("dyna_queue", True):

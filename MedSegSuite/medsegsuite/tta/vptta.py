@@ -165,9 +165,17 @@ class WarmupBatchNorm2d(nn.BatchNorm2d):
             mu, var = self.mixed_statistics(x, inst_mu.detach(), inst_var.detach())
             inst_std = inst_var.sqrt() if track else None
         else:
-            mu, var = self.mixed_statistics(x)
-            inst_mu = x.mean((2, 3), keepdim=True) if track else None
-            inst_std = x.std((2, 3), keepdim=True) if track else None
+            # a batch of one volume's slices: per-image moments once, the batch's moments from them
+            # (the same values as x.mean / x.var over (0, 2, 3), without another pass over x)
+            b, n = x.shape[0], x.shape[2] * x.shape[3]
+            inst_mu = x.mean((2, 3), keepdim=True)
+            d = x - inst_mu
+            ss = (d * d).sum((2, 3), keepdim=True)  # per image Σ(x − μ_i)²
+            with torch.no_grad():
+                bmu = inst_mu.mean(0, keepdim=True)
+                bvar = (ss.sum(0, keepdim=True) + n * ((inst_mu - bmu) ** 2).sum(0, keepdim=True)) / max(b * n - 1, 1)
+            mu, var = self.mixed_statistics(x, bmu, bvar)
+            inst_std = (ss / max(n - 1, 1)).sqrt() if track else None
         if track:
             self.bn_loss = (mu - inst_mu).abs().mean() + (var.sqrt() - inst_std).abs().mean()
         # (x − μ_mix) / √(σ²_mix + eps) · γ + β, fused; μ_mix, σ²_mix carry no gradient (detached)
@@ -196,7 +204,8 @@ def set_new_sample(model: nn.Module, flag: bool) -> None:
 
 
 class VPTTA:
-    """One image at a time; the source weights never change (only the prompt trains)."""
+    """One image (the reference) or one batch of a volume's slices at a time; the source weights never
+    change (only the prompt trains)."""
 
     name = "vptta"
 
@@ -228,15 +237,18 @@ class VPTTA:
         losses = [m.bn_loss for m in warmup_layers(self.model)]
         return sum(losses) / len(losses)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != 1:
-            raise ValueError("VPTTA adapts one image at a time (batch 1)")
+    def adapt(self, x: torch.Tensor) -> None:
+        """Initialise the prompt (memory or ones), train it on ``x`` and store (key, prompt).
+
+        ``x`` is one image (the reference's batch 1) or a batch of slices of one volume: then the
+        batch's statistics feed the BN alignment (the reference formula for a batch), one prompt serves
+        the batch, and its memory key is the mean of the images' keys."""
         set_new_sample(self.model, True)
         with torch.no_grad():
             spec = self.prompt.spectrum(x)  # the same for the key, the update and the prediction
+            _, key = self.prompt(x, spec)
+            key = key.mean(0, keepdim=True)
         if self.memory.ready():
-            with torch.no_grad():
-                _, key = self.prompt(x, spec)
             init = self.memory.retrieve(key.cpu().numpy())
         else:
             init = np.ones(tuple(self.prompt.data_prompt.shape), dtype=np.float32)
@@ -255,8 +267,15 @@ class VPTTA:
             set_new_sample(self.model, False)
             self.last_loss = float(loss.detach())
         set_new_sample(self.model, False)
-        with torch.no_grad():
-            px, key = self.prompt(x, spec)
-            logits = self.model(px)
         self.memory.push(key.cpu().numpy(), self.prompt.data_prompt.detach().cpu().numpy())
-        return logits
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of ``x`` with the current prompt (BN: its warm-up mix with ``x``'s statistics)."""
+        px, _ = self.prompt(x)
+        return self.model(px)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference's step for one image (or one batch): adapt on it, then predict it."""
+        self.adapt(x)
+        return self.infer(x)
