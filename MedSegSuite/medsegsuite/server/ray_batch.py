@@ -85,7 +85,7 @@ class BatchRun:
 
     def __init__(self, cases, task: str, out, params: dict | None = None, device: str = "cpu",
                  max_retries: int = 3, num_cpus: float = 1.0, num_gpus: float = 0.0, task_modules: tuple = (),
-                 on_progress=None):
+                 on_progress=None, resources: dict | None = None):
         import ray
 
         from ..io.image import read_image
@@ -98,7 +98,7 @@ class BatchRun:
         if len(set(self.names)) != len(self.names):
             raise InputError("two cases share a name; give each case its own file name")
         remote = ray.remote(max_retries=max_retries, retry_exceptions=False, num_cpus=num_cpus,
-                            num_gpus=num_gpus)(_run_case)
+                            num_gpus=num_gpus, resources=resources or {})(_run_case)
         self.refs, self.grids = {}, {}
         for name, path in zip(self.names, cases):
             vol = read_image(path)  # the driver reads: workers need no access to the folder
