@@ -6,9 +6,8 @@ segmenter's compute that a 2-core machine can run many times."""
 import os
 
 import numpy as np
-from scipy import ndimage
-
 from medsegsuite.engine import JobResult, task
+from scipy import ndimage
 
 
 @task("bench.echo", description="benchmark-only: returns at once", params=[])

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "MedSegSuite"), str(Path(__file__).resolve().parent),
                                             os.environ.get("PYTHONPATH", "")])
 
-import ray_bench_tasks  # noqa: E402,F401  (registers the bench tasks in this process too)
-from medsegsuite.client import RemoteBackend  # noqa: E402
-from medsegsuite.provenance import provenance, write_markdown  # noqa: E402
-from medsegsuite.volume import Volume  # noqa: E402
+import ray_bench_tasks  # noqa: F401  (registers the bench tasks in this process too)
+from medsegsuite.client import RemoteBackend
+from medsegsuite.provenance import provenance, write_markdown
+from medsegsuite.volume import Volume
 
 
 def _image(seed: int = 0) -> Volume:
@@ -100,7 +100,6 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import ray
-
     from medsegsuite.server import ServerConfig, start_in_thread
     from medsegsuite.server.ray_serve import start_on_ray, stop_on_ray
 
@@ -146,22 +145,22 @@ def main(argv=None):
         "# Scale-out on Ray: throughput with 1 and 2 replicas, Ray Serve's latency overhead",
         "",
         "Regenerate: `.venv/bin/python benchmarks/ray_serve.py` (one run; all numbers below from it).",
-        f"Machine **shared** with other jobs (load average at the start of the run: {os.getloadavg()[0]:.0f}) "
-        f"and {os.cpu_count()} CPU cores: ratios measured side by side matter more than absolute numbers.",
-        "Workload is **synthetic** (benchmarks/ray_bench_tasks.py): `bench.echo` does nothing, `bench.cpu` "
-        "smooths and thresholds a 160x160x12 synthetic image slice by slice (real CPU work, no model).",
-        "Everything on loopback (127.0.0.1); plain server = uvicorn in this process's thread; Ray = local Ray, "
-        f"proxy -> ingress -> replica; each replica reserves {args.replica_cpus:g} CPU.",
+        (f"Machine **shared** with other jobs (load average at the start of the run: {os.getloadavg()[0]:.0f}) "
+        f"and {os.cpu_count()} CPU cores: ratios measured side by side matter more than absolute numbers."),
+        ("Workload is **synthetic** (benchmarks/ray_bench_tasks.py): `bench.echo` does nothing, `bench.cpu` "
+        "smooths and thresholds a 160x160x12 synthetic image slice by slice (real CPU work, no model)."),
+        ("Everything on loopback (127.0.0.1); plain server = uvicorn in this process's thread; Ray = local Ray, "
+        f"proxy -> ingress -> replica; each replica reserves {args.replica_cpus:g} CPU."),
         f"Ray start-up (Serve up, 1 replica ready): {start_s:.0f} s.",
         "",
         f"## Latency (median of {args.rounds}, the two servers alternating)",
         "",
         "| request | plain server | Ray Serve | overhead |",
         "|---|---:|---:|---:|",
-        f"| job round trip (`bench.echo`: start, wait, result) | {lat['plain_job']:.1f} ms | {lat['ray_job']:.1f} ms "
-        f"| {lat['ray_job'] - lat['plain_job']:+.1f} ms (x{lat['ray_job'] / lat['plain_job']:.2f}) |",
-        f"| `GET /v1/handshake` | {lat['plain_hs']:.1f} ms | {lat['ray_hs']:.1f} ms | "
-        f"{lat['ray_hs'] - lat['plain_hs']:+.1f} ms (x{lat['ray_hs'] / lat['plain_hs']:.2f}) |",
+        (f"| job round trip (`bench.echo`: start, wait, result) | {lat['plain_job']:.1f} ms | {lat['ray_job']:.1f} ms "
+        f"| {lat['ray_job'] - lat['plain_job']:+.1f} ms (x{lat['ray_job'] / lat['plain_job']:.2f}) |"),
+        (f"| `GET /v1/handshake` | {lat['plain_hs']:.1f} ms | {lat['ray_hs']:.1f} ms | "
+        f"{lat['ray_hs'] - lat['plain_hs']:+.1f} ms (x{lat['ray_hs'] / lat['plain_hs']:.2f}) |"),
         "",
         f"## Throughput ({args.jobs} `bench.cpu` jobs from {args.clients} sessions at once)",
         "",
@@ -170,11 +169,11 @@ def main(argv=None):
     ]
     for name, tp, n in rows:
         text.append(f"| {name} | {tp:.2f} | x{tp / rows[1][1]:.2f} | {n} |")
-    text += ["", "On this 2-core machine shared with other work, two replicas can at best use both cores; on a "
+    text += ["", ("On this 2-core machine shared with other work, two replicas can at best use both cores; on a "
              "department server each replica holds its own GPU (`medsegsuite serve --ray`: one per GPU), so "
              "interactive sessions on different replicas do not queue behind each other. A job round trip "
              "through Ray adds the proxy -> ingress -> replica hops (and the replica's ASGI call) to every "
-             "request."]
+             "request.")]
     prov = provenance(extra={"ray": ray.__version__})
     write_markdown(args.out, text, prov)
     print("\n".join(text))

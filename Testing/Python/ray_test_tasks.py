@@ -5,9 +5,8 @@ import os
 import time
 
 import numpy as np
-from scipy import ndimage
-
 from medsegsuite.engine import JobResult, task
+from scipy import ndimage
 
 
 @task("test_ray.smooth", description="test-only: Otsu-free threshold of a smoothed image, slice by slice, "

@@ -113,8 +113,8 @@ def _deployments():
         def __del__(self):
             try:
                 self.app.state.mss.close()
-            except Exception:  # noqa: BLE001 - shutting down
-                pass
+            except Exception as e:  # noqa: BLE001 - shutting down: say so, carry on
+                log.debug("closing a replica: %s", e)
 
     @serve.deployment(max_ongoing_requests=1000)
     class Ingress:
@@ -124,10 +124,16 @@ def _deployments():
             self.config = config
             self.replicas = list(replicas)
             self.instances: dict[str, int] = {}
+            self.learned = 0.0  # when the replicas' instance ids were last asked (at most once a second)
             self.rr = itertools.count()
             self.max_body = max(config.max_upload_bytes, config.max_model_bytes)
 
         async def _learn_instances(self) -> None:
+            import time
+
+            if time.monotonic() - self.learned < 1.0:  # unknown ids (forged, or old) cannot flood replicas
+                return
+            self.learned = time.monotonic()
             ids = await asyncio.gather(*(r.instance.remote() for r in self.replicas))
             self.instances = {inst: i for i, inst in enumerate(ids)}
 
