@@ -1,6 +1,6 @@
 """Throughput with 1 and 2 Ray Serve replicas, and Ray Serve's latency overhead against the plain server.
 
-    .venv/bin/python benchmarks/ray_serve.py [--jobs 24] [--clients 4] [--rounds 30]
+    .venv/bin/python benchmarks/ray_serve.py [--jobs 16] [--clients 4] [--rounds 30]
                                              [--out benchmarks/results/ray.md]
 
 All in one run, on loopback, with the real client (`RemoteBackend`) and the unchanged server app:
@@ -38,9 +38,11 @@ from medsegsuite.client import RemoteBackend
 from medsegsuite.provenance import provenance, write_markdown
 from medsegsuite.volume import Volume
 
+SIZES = {"light": (160, 160, 12), "heavy": (320, 320, 32)}
 
-def _image(seed: int = 0) -> Volume:
-    a = np.random.default_rng(seed).normal(0, 5, (160, 160, 12)).astype(np.float32)
+
+def _image(seed: int = 0, size: str = "light") -> Volume:
+    a = np.random.default_rng(seed).normal(0, 5, SIZES[size]).astype(np.float32)
     a[40:110, 50:120] += 100
     return Volume(a, (1.0, 1.0, 2.0))
 
@@ -59,11 +61,11 @@ def handshake(c: RemoteBackend) -> float:
     return time.perf_counter() - t
 
 
-def throughput(url: str, clients: int, jobs: int) -> tuple[float, int]:
+def throughput(url: str, clients: int, jobs: int, size: str) -> tuple[float, int]:
     """Jobs per second with ``clients`` sessions sharing ``jobs`` bench.cpu jobs; and how many
     different server processes ran them."""
     cs = [RemoteBackend(url, client_name=f"bench-{i}") for i in range(clients)]
-    ids = [c.set_image(_image(i)) for i, c in enumerate(cs)]
+    ids = [c.set_image(_image(i, size)) for i, c in enumerate(cs)]
     for c, i in zip(cs, ids):  # warm: first job per replica
         round_trip(c, i, "bench.cpu")
     pids = set()
@@ -92,7 +94,7 @@ def throughput(url: str, clients: int, jobs: int) -> tuple[float, int]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--jobs", type=int, default=24)
+    p.add_argument("--jobs", type=int, default=16)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--replica-cpus", type=float, default=0.5)
@@ -128,16 +130,16 @@ def main(argv=None):
         lat = {k: 1000 * statistics.median(v) for k, v in s.items()}
         cp.close()
         cr.close()
-        tp_plain, n_plain = throughput(plain.url, args.clients, args.jobs)
-        tp1, n1 = throughput(url, args.clients, args.jobs)
+        tp = {(k, "plain"): throughput(plain.url, args.clients, args.jobs, k) for k in SIZES}
+        tp.update({(k, "ray1"): throughput(url, args.clients, args.jobs, k) for k in SIZES})
         stop_on_ray()
         url = start_on_ray(ServerConfig(host="127.0.0.1", port=plain.config.port + 1, device="cpu",
                                         audit_log=str(ROOT / ".bench-audit.log")),
                            replicas=2, num_cpus=args.replica_cpus, task_modules=("ray_bench_tasks",))
-        tp2, n2 = throughput(url, args.clients, args.jobs)
+        tp.update({(k, "ray2"): throughput(url, args.clients, args.jobs, k) for k in SIZES})
         stop_on_ray()
-        rows = [("plain server (1 process)", tp_plain, n_plain), ("Ray Serve, 1 replica", tp1, n1),
-                ("Ray Serve, 2 replicas", tp2, n2)]
+        names = {"plain": "plain server (1 process)", "ray1": "Ray Serve, 1 replica", "ray2": "Ray Serve, 2 replicas"}
+        rows = [(k, names[w], *tp[k, w]) for k in SIZES for w in names]
     finally:
         plain.stop()
         ray.shutdown()
@@ -148,7 +150,7 @@ def main(argv=None):
         (f"Machine **shared** with other jobs (load average at the start of the run: {os.getloadavg()[0]:.0f}) "
         f"and {os.cpu_count()} CPU cores: ratios measured side by side matter more than absolute numbers."),
         ("Workload is **synthetic** (benchmarks/ray_bench_tasks.py): `bench.echo` does nothing, `bench.cpu` "
-        "smooths and thresholds a 160x160x12 synthetic image slice by slice (real CPU work, no model)."),
+        "smooths and thresholds a synthetic image slice by slice (real CPU work, no model)."),
         ("Everything on loopback (127.0.0.1); plain server = uvicorn in this process's thread; Ray = local Ray, "
         f"proxy -> ingress -> replica; each replica reserves {args.replica_cpus:g} CPU."),
         f"Ray start-up (Serve up, 1 replica ready): {start_s:.0f} s.",
@@ -164,11 +166,14 @@ def main(argv=None):
         "",
         f"## Throughput ({args.jobs} `bench.cpu` jobs from {args.clients} sessions at once)",
         "",
-        "| server | jobs/s | vs 1 replica | server processes that ran jobs |",
-        "|---|---:|---:|---:|",
+        "*light*: 160x160x12 image (a job is mostly protocol); *heavy*: 320x320x32 (mostly compute).",
+        "",
+        "| image | server | jobs/s | vs 1 replica | server processes that ran jobs |",
+        "|---|---|---:|---:|---:|",
     ]
-    for name, tp, n in rows:
-        text.append(f"| {name} | {tp:.2f} | x{tp / rows[1][1]:.2f} | {n} |")
+    for size, name, rate, n in rows:
+        one = next(r[2] for r in rows if r[0] == size and r[1] == "Ray Serve, 1 replica")
+        text.append(f"| {size} {SIZES[size]} | {name} | {rate:.2f} | x{rate / one:.2f} | {n} |")
     text += ["", ("On this 2-core machine shared with other work, two replicas can at best use both cores; on a "
              "department server each replica holds its own GPU (`medsegsuite serve --ray`: one per GPU), so "
              "interactive sessions on different replicas do not queue behind each other. A job round trip "
