@@ -86,6 +86,14 @@ def register(sub):
     q.add_argument("--retention-days", type=float, default=7.0,
                    help="delete kept DyNA cases older than this many days (default 7)")
     p.add_argument("--access-log", action="store_true", help="log every request (paths only, never a key)")
+    r = p.add_argument_group("scale-out on Ray (docs/remote.md, 'Scale-out on Ray')")
+    r.add_argument("--ray", action="store_true",
+                   help="serve the same API through Ray Serve replicas (one per GPU of the Ray cluster; without "
+                        "GPUs one per node), each session pinned to the replica holding its images")
+    r.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (e.g. 10.0.0.5:6379 or 'auto'); default: start Ray on this machine")
+    r.add_argument("--replicas", type=int, default=0, help="number of replicas (default: one per GPU)")
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs each replica reserves (default 1)")
     p.set_defaults(func=run)
 
 
@@ -153,6 +161,18 @@ def run(args):
                     "trust.", config.host)
     if key and users_file:
         log.warning("note: both a shared key and a users file: the shared key carries the admin role")
+    if args.ray:  # each replica resolves its own device (Ray gives each its GPU): none needed here
+        from ..server.ray_serve import serve_forever_on_ray
+
+        if args.replicas < 0 or args.replica_cpus <= 0:
+            raise InputError("--replicas must be 0 (one per GPU) or more, --replica-cpus positive")
+        log.info("medsegsuite server on Ray Serve at %s://%s:%d, keys: %s", "https" if config.tls else "http",
+                 args.host, args.port, f"users from {users_file}" if users_file else "one shared key" if key
+                 else "none (loopback only)")
+        serve_forever_on_ray(config, args.replicas or None, args.address, args.replica_cpus, args.threads)
+        return 0
+    if args.address or args.replicas:
+        raise InputError("--address and --replicas go with --ray")
     set_threads(args.threads or None)
     try:
         device = resolve_device(args.device)

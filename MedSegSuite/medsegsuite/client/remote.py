@@ -432,7 +432,9 @@ class RemoteBackend:
         instance = self.server_info.get("instance")
         while True:
             try:
-                r = self._hb_http.get("/health", timeout=2.0)
+                # with the session: on a scaled-out server (Ray) it reaches the replica holding the session
+                r = self._hb_http.get("/health", timeout=2.0, headers={P.SESSION_HEADER: self.session_id}
+                                      if self.session_id else None)
                 now = r.json().get("instance") if r.status_code == 200 else None
             except (httpx.HTTPError, ValueError):
                 now = None

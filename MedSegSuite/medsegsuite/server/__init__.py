@@ -7,6 +7,8 @@
 * :mod:`.guard` — header timeout, Host check, no keys in URLs; :mod:`.tls` — trial certificates.
 * :mod:`.config` — settings and the rules a network bind must meet (keys, TLS).
 * :mod:`.runner` — uvicorn in the foreground or in a thread.
+* :mod:`.ray_serve` — the same app on Ray Serve replicas, sessions pinned (``serve --ray``);
+  :mod:`.ray_batch` — a folder of cases as Ray tasks with progress, cancel and retry.
 
 The wire format is :mod:`medsegsuite.wire`; paths and error codes are :mod:`medsegsuite.protocol`.
 """
