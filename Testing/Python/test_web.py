@@ -1,0 +1,199 @@
+"""The web front end in a real browser: `medsegsuite web` (trame-slicer on slicer-core) driven by Chromium
+through Playwright, as a person would use it. Each test checks what is on screen (screenshots of the views,
+text in the page) and what is in the MRML scene (the scene the page lets a user download, read back with
+slicer-core). The server binds 127.0.0.1 and is stopped at the end."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB_PY = ROOT / ".venv-web" / "bin" / "python"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the web tests run on Linux (EGL, Debian chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    assert WEB_PY.exists(), "the web environment is missing: run `make setup` (scripts/setup.sh makes .venv-web)"
+    assert CHROMIUM, "chromium is missing: scripts/setup.sh installs Debian's chromium"
+    port = _free_port()
+    log = tmp_path_factory.mktemp("web") / "server.log"
+    env = dict(os.environ, MEDSEGSUITE_THREADS="2", OMP_NUM_THREADS="2")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([str(WEB_PY), "-m", "MedSegSuiteWeb", "--host", "127.0.0.1", "--port", str(port),
+                                 "--device", "cpu"], cwd=ROOT / "MedSegSuite", stdout=f, stderr=subprocess.STDOUT,
+                                env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() - t0 > 300:
+                    raise AssertionError("web server did not start:\n" + log.read_text()[-3000:])
+                time.sleep(0.5)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            yield {"page": page, "url": url, "proc": proc, "log": log}
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _view_pixels(page, index=0) -> np.ndarray:
+    """RGB pixels of one slice view (0 = the large view, the axial one in the default layout)."""
+    import io
+
+    from PIL import Image
+
+    shot = page.screenshot()
+    img = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+    box = _view_boxes(page)[index]
+    x, y, w, h = (int(round(v)) for v in (box["x"], box["y"], box["width"], box["height"]))
+    return img[y:y + h, x:x + w]
+
+
+def _view_boxes(page):
+    """Bounding boxes of the slice/3D views, largest first (RCA views are <img> elements in the grid)."""
+    boxes = []
+    for el in page.locator("img.image-display-area").all():
+        b = el.bounding_box()
+        if b and b["width"] > 200 and b["height"] > 200:
+            boxes.append(b)
+    assert boxes, "no view found in the page"
+    return sorted(boxes, key=lambda b: -b["width"] * b["height"])
+
+
+def _coloured(rgb: np.ndarray) -> int:
+    """Pixels with a clear hue: the CT is grey, so these are segment overlays."""
+    return int(((rgb.max(-1) - rgb.min(-1)) > 60).sum())
+
+
+def _open_tool(page, name):
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def _wait_status(page, prefix, text, timeout=600):
+    page.locator(f"[role=status]:has-text('{text}')").first.wait_for(timeout=timeout * 1000)
+
+
+def _download_scene(page, tmp_path):
+    """The scene as a user downloads it (the app bar's download button), read back with slicer-core."""
+    import slicer  # noqa: F401  (slicer-core, in the test environment)
+
+    from MedSegSuiteLib import scene as scn
+
+    with page.expect_download() as dl:
+        page.locator("button:has(.mdi-file-download), button:has(.mdi-download)").first.click()
+    path = tmp_path / "scene.mrb"
+    dl.value.save_as(path)
+    return scn.load_mrb(path)
+
+
+def test_page_shows_lits117_and_the_panels(web):
+    page = web["page"]
+    page.get_by_text("MedSegSuite").first.wait_for()
+    page.locator("img.image-display-area").first.wait_for(timeout=180_000)
+    deadline = time.time() + 120
+    while True:   # the views stream in after the page loads
+        px = _view_pixels(page)
+        if (px.mean() > 20 and px.std() > 5) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert px.mean() > 20 and px.std() > 5, "the axial view is blank"
+    assert _coloured(px) < 0.001 * px[..., 0].size   # grey CT, no segment yet
+
+
+def _scene_segments(scene) -> dict:
+    """{segment name: voxel count} over every segmentation node of a scene read with slicer-core."""
+    from MedSegSuiteLib import segments
+    from MedSegSuiteLib.volumes import geometry_from_node
+
+    vol = list(scene.GetNodesByClass("vtkMRMLScalarVolumeNode"))[0]
+    g = geometry_from_node(vol)
+    out = {}
+    for seg in scene.GetNodesByClass("vtkMRMLSegmentationNode"):
+        for name, m in segments.read_masks(seg, g).items():
+            out[name] = out.get(name, 0) + int(m.sum())
+    return out
+
+
+def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
+    page = web["page"]
+    _open_tool(page, "Self-correcting SAM")
+    run = page.get_by_role("button", name="Run CoSAM")
+    run.wait_for()
+    page.get_by_label("Slices").fill("56,64,72")
+    before = _coloured(_view_pixels(page))
+    run.click()
+    # The page stays live during the run: every request to its server returns within 0.5 s.
+    worst, n = 0.0, 0
+    while not page.locator("[role=status]:has-text('Done')").count():
+        t = time.perf_counter()
+        urllib.request.urlopen(web["url"], timeout=10).read()
+        worst, n = max(worst, time.perf_counter() - t), n + 1
+        assert not page.locator("[role=status]:has-text('Failed')").count(), page.locator("[role=status]").first.inner_text()
+        time.sleep(0.25)
+        assert n < 4000, "CoSAM did not finish"
+    assert n >= 3 and worst <= 0.5, f"the page waited {worst:.2f} s during a CoSAM run ({n} pings)"
+    page.locator(".v-list-item:has-text('liver')").first.wait_for()   # the segment list names it
+    deadline = time.time() + 60
+    while _coloured(_view_pixels(page)) <= before + 500 and time.time() < deadline:
+        time.sleep(1)
+    assert _coloured(_view_pixels(page)) > before + 500, "no liver overlay in the axial view"
+    page.screenshot(path=str(ROOT / "docs" / "images" / "web_cosam.png")) if (ROOT / "docs" / "images").is_dir() else None
+    counts = _scene_segments(_download_scene(page, tmp_path))
+    assert counts.get("liver", 0) > 3 * 500, counts   # three slices of liver in the scene
+
+
+def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
+    page = web["page"]
+    page.get_by_text("round 4 of 4 (final)").wait_for()
+    slider = page.get_by_role("slider").filter(has=page.locator("[aria-label='Show round']")).first
+    slider = page.locator("[aria-label='Show round'] [role=slider], [aria-label='Show round'] input").first
+    slider.focus()
+    page.keyboard.press("Home")
+    page.get_by_text("coarse (prompt-free)").wait_for()
+    coarse = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    page.keyboard.press("End")
+    page.get_by_text("round 4 of 4").first.wait_for()
+    final = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    assert coarse != final, "moving the rounds slider did not change the liver segment"
+    # a negative point, placed by clicking in the axial view, then Continue
+    page.get_by_role("button", name="Add negative point").click()
+    box = _view_boxes(page)[0]
+    page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45)
+    page.get_by_text("1 point(s)").wait_for()
+    page.get_by_role("button", name="Continue").click()
+    page.locator("[role=status]:has-text('Done')").first.wait_for(timeout=600_000)
+    after = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    assert after != final, "a negative click + Continue left the liver unchanged"
+    page.get_by_role("button", name="Undo CoSAM").click()
+    page.locator("[role=status]:has-text('Undone')").first.wait_for()
+    assert _scene_segments(_download_scene(page, tmp_path))["liver"] == final
