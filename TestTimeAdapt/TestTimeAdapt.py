@@ -36,7 +36,8 @@ class TestTimeAdapt(ScriptedLoadableModule):
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Segments a case from another scanner or centre with a frozen source model that adapts "
-            "to this one case at test time (VPTTA, GraTa, DyNA; TENT as baseline).")
+            "to this one case at test time (VPTTA, GraTa, DyNA; TENT as baseline). "
+            "Requires 3D Slicer 5.10 or later (Python 3.12).")
         self.parent.acknowledgementText = (
             "VPTTA and GraTa follow their authors' reference implementations (Chen-Ziyang/VPTTA, "
             "Chen-Ziyang/GraTa); DyNA and TENT as published. Source networks: MONAI (Apache-2.0).")

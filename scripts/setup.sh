@@ -54,6 +54,17 @@ setup_web() {
   echo "$want_web" > $WEB/.medsegsuite-setup
 }
 
+# cmake (Debian): test_slicer_static configures the extension's CMakeLists.txt against a stand-in Slicer.
+if ! command -v cmake >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Debian package cmake (the extension's CMake check)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null) \
+      || echo "[setup] WARNING: apt-get install cmake failed; the CMake configure test is skipped"
+  else
+    echo "[setup] NOTE: install 'cmake' and a C++ compiler yourself for the CMake configure test"
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
   setup_web
   echo "[setup] .venv is up to date"

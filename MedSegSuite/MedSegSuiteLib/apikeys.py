@@ -65,10 +65,12 @@ def _write_file(data: dict) -> None:
 
 
 def _norm(url: str) -> str:
-    url = (url or "").strip().rstrip("/")
+    from medsegsuite.protocol import normalize_url  # the client's own rule: https:// unless loopback
+
+    url = normalize_url(url)
     if not url:
         raise InputError("enter the server URL first")
-    return url if url.startswith(("http://", "https://")) else "http://" + url
+    return url
 
 
 def store_api_key(url: str, key: str) -> str:

@@ -33,7 +33,7 @@ class BackendSettings:
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {DEVICES}, got '{self.device}'")
         if self.mode == "remote" and not self.url.strip():
-            raise InputError("enter the server URL (e.g. http://gpu-server:8765) for the remote backend")
+            raise InputError("enter the server URL (e.g. https://gpu-server:8765) for the remote backend")
         return self
 
 
@@ -151,10 +151,14 @@ def describe(s: BackendSettings) -> str:
     """One line for the hub: what runs where, with the CPU warning when it applies."""
     if s.mode == "remote":
         return f"remote server {s.url}"
-    from medsegsuite.engine.device import CPU_WARNING, resolve_device
-
     try:
+        from medsegsuite.engine.device import CPU_WARNING, resolve_device
+
         dev = resolve_device(s.device)
     except (RuntimeError, ValueError) as e:  # InputError: a device this machine does not have
         return f"device problem: {e}"
+    except (ImportError, OSError):  # a broken torch install must not break the hub's panel
+        from .dependencies import torch_problem
+
+        return f"device problem: {torch_problem() or 'torch does not load'}"
     return f"local, {dev}" + (f" — {CPU_WARNING}" if dev == "cpu" else "")

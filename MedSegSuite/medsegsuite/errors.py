@@ -19,3 +19,7 @@ class MissingDataError(MedSegError, FileNotFoundError):
 
 class JobCancelled(MedSegError):
     """A job stopped because the user asked it to."""
+
+
+class Forbidden(MedSegError):
+    """The caller's role may not do this (a server answers 403)."""

@@ -47,6 +47,8 @@ class Limits:
     max_header_bytes: int = 4 * 2**20
     max_arrays: int = 64
     max_ndim: int = 4
+    max_total_bytes: int = 16 * 2**30  # all arrays of one message together, decompressed
+    max_depth: int = 32                # JSON nesting of the header
 
 
 DEFAULT_LIMITS = Limits()
@@ -198,8 +200,22 @@ def _decode_one(entry: dict, body: memoryview, base: int, limits: Limits, check_
     return a
 
 
-def unpack(body: bytes, limits: Limits = DEFAULT_LIMITS, check_finite: bool = True) -> tuple[dict, dict]:
-    """``(meta, {name: ndarray})`` from a body made by `pack`; `InputError` for anything malformed."""
+def _depth(obj, limit: int) -> None:
+    """Refuse JSON nested deeper than ``limit`` (iterative: a deep object must not recurse here)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            raise InputError(f"payload header is nested deeper than {limit} levels")
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+
+
+def read_header(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, list, int]:
+    """``(meta, array entries, blob base offset)`` without decoding any array; `InputError` for a
+    malformed, oversized, too deeply nested header, or arrays whose declared sizes exceed ``limits``."""
     if len(body) > limits.max_body_bytes:
         raise InputError(f"payload of {len(body) / 2**20:.1f} MiB is over the limit of "
                          f"{limits.max_body_bytes / 2**20:.0f} MiB")
@@ -217,15 +233,41 @@ def unpack(body: bytes, limits: Limits = DEFAULT_LIMITS, check_finite: bool = Tr
         header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + hlen]))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"payload header is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(f"payload header is nested deeper than {limits.max_depth} levels") from None
+    _depth(header, limits.max_depth)
     if not isinstance(header, dict) or not isinstance(header.get("meta", {}), dict) \
             or not isinstance(header.get("arrays", []), list):
         raise InputError("payload header must be {'meta': {...}, 'arrays': [...]}")
     entries = header.get("arrays", [])
     if len(entries) > limits.max_arrays:
         raise InputError(f"payload holds {len(entries)} arrays; at most {limits.max_arrays} are allowed")
+    total = sum(declared_bytes(e, limits) for e in entries)
+    if total > limits.max_total_bytes:
+        raise InputError(f"the arrays of this message would take {total / 2**20:.0f} MiB once unpacked, over "
+                         f"the limit of {limits.max_total_bytes / 2**20:.0f} MiB")
+    return header.get("meta", {}), entries, _PREFIX.size + hlen
+
+
+def declared_bytes(entry, limits: Limits = DEFAULT_LIMITS) -> int:
+    """The decompressed size an array entry declares (checked: dtype, shape)."""
+    if not isinstance(entry, dict):
+        raise InputError("malformed array entry in the payload header")
+    name = str(entry.get("name", "?"))
+    dtype = entry.get("dtype")
+    if dtype not in ALLOWED_DTYPES:
+        raise InputError(f"array '{name}' has dtype {dtype!r}; allowed: {', '.join(sorted(ALLOWED_DTYPES))}")
+    shape = _int_list(entry.get("shape"), "shape", name, limits.max_ndim)
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def unpack(body: bytes, limits: Limits = DEFAULT_LIMITS, check_finite: bool = True) -> tuple[dict, dict]:
+    """``(meta, {name: ndarray})`` from a body made by `pack`; `InputError` for anything malformed.
+    Every declared size is checked against ``limits`` before anything is decompressed."""
+    meta, entries, base = read_header(body, limits)
     view = memoryview(body)
     arrays = {}
     for e in entries:
-        a = _decode_one(e, view, _PREFIX.size + hlen, limits, check_finite)
+        a = _decode_one(e, view, base, limits, check_finite)
         arrays[str(e.get("name"))] = a
-    return header.get("meta", {}), arrays
+    return meta, arrays

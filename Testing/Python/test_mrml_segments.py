@@ -134,5 +134,6 @@ def test_new_segments_carry_standard_terminology():
         return str(ref)
 
     assert "SCT^123037004^Anatomical Structure~SCT^10200004^Liver" in entry("liver")
-    assert "SCT^49755003^Morphologically Altered Structure~SCT^108369006^Tumor" in entry("tumour")
-    assert "Liver" not in entry("my structure") and "Tumor" not in entry("my structure")
+    assert entry("tumour").startswith("Segmentation category and type - DICOM master list~"
+                                      "SCT^49755003^Morphologically Altered Structure~SCT^108369006^Neoplasm~")
+    assert "Liver" not in entry("my structure") and "Neoplasm" not in entry("my structure")

@@ -430,8 +430,8 @@ def test_serve_refuses_a_network_bind_without_a_key(capsys, monkeypatch):
 
     monkeypatch.delenv("MEDSEGSUITE_API_KEY", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
-    assert "refusing to listen on 0.0.0.0 without an API key" in capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0 without API keys" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = capsys.readouterr().out
-    assert "--api-key-file" in text and "Slicer" in text and "--server http://gpu-box:8765" in text
+    assert "--users-file" in text and "Slicer" in text and "--server https://gpu-box:8765" in text

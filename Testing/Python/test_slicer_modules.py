@@ -164,7 +164,7 @@ def test_hub_settings_keep_api_key_out_of_settings(monkeypatch, tmp_path):
     logic.save_settings("remote", "gpu-box:8765", "cuda", api_key="s3cret-key")
     text = backends.settings_file().read_text()
     assert "gpu-box:8765" in text and "s3cret-key" not in text
-    assert apikeys.load_api_key("http://gpu-box:8765") == "s3cret-key"
+    assert apikeys.load_api_key("https://gpu-box:8765") == "s3cret-key"  # no scheme: https (not loopback)
     mode = stat.S_IMODE(os.stat(apikeys.key_file()).st_mode)
     assert mode == 0o600
     assert logic.settings().mode == "remote" and logic.has_api_key("gpu-box:8765")

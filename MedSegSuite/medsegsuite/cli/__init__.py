@@ -10,7 +10,7 @@ import sys
 from .. import __version__
 from ..errors import MedSegError
 
-COMMANDS = ["demo", "info", "models", "evaluate", "cosam", "scribble", "tta", "dyna", "serve", "web"]
+COMMANDS = ["demo", "info", "models", "evaluate", "cosam", "scribble", "tta", "dyna", "serve", "users", "web"]
 
 EPILOG = """examples:
   medsegsuite demo --out demo_out             # LiteMedSAM oracle boxes (+ CoSAM) on LiTS-117

@@ -10,7 +10,10 @@ def add_backend_options(p) -> None:
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
     g.add_argument("--server", metavar="URL", help="run on a medsegsuite server (medsegsuite serve) instead of locally")
     g.add_argument("--api-key-file", metavar="F",
-                   help="file holding the server's API key (default: env MEDSEGSUITE_API_KEY)")
+                   help="file holding your API key for the server (default: env MEDSEGSUITE_API_KEY)")
+    g.add_argument("--ca-cert", metavar="F",
+                   help="trust this certificate for the server (its self-signed or in-house CA certificate; "
+                        "default: env MEDSEGSUITE_CA_CERT, else the system's CAs)")
 
 
 def make_backend(args):
@@ -21,7 +24,8 @@ def make_backend(args):
     if getattr(args, "server", None):
         from ..client import RemoteBackend, read_api_key
 
-        return RemoteBackend(args.server, api_key=read_api_key(getattr(args, "api_key_file", None)))
+        return RemoteBackend(args.server, api_key=read_api_key(getattr(args, "api_key_file", None)),
+                             verify=getattr(args, "ca_cert", None) or True)
     from ..engine import LocalBackend
 
     return LocalBackend(getattr(args, "device", "auto"))

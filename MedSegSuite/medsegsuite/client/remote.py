@@ -29,6 +29,7 @@ import numpy as np
 from .. import __version__
 from .. import protocol as P
 from .. import wire
+from ..protocol import normalize_url
 from ..engine.interface import TERMINAL_STATES, JobEvent, JobFailed, JobResult, JobState
 from ..errors import InputError
 from ..volume import Volume
@@ -43,7 +44,15 @@ CONNECTED, CONNECTING, DISCONNECTED, SESSION_LOST, AUTH_FAILED, INCOMPATIBLE, CL
 if logging.getLogger("httpx").level == logging.NOTSET:  # one INFO line per poll would drown the CLI's output
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-_RESULT_LIMITS = wire.Limits(max_body_bytes=2**40, max_array_bytes=2**40, max_arrays=4096)
+_RESULT_LIMITS = wire.Limits(max_body_bytes=2**40, max_array_bytes=2**40, max_arrays=4096, max_total_bytes=2**42)
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from ..server.config import is_loopback
+
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 class RemoteBackend:
@@ -52,12 +61,28 @@ class RemoteBackend:
     api_version = P.API_VERSION
     max_images = 16  # volumes kept client-side for a transparent re-upload (like LocalBackend's cache)
 
+    restart_grace = 30.0  # seconds wait() keeps trying an unreachable server before giving up
+
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0,
                  client_name: str | None = None, heartbeat: bool = True, auto_reconnect: bool = True,
                  verify=True, connect: bool = True, compress_level: int = 1):
-        if not url.startswith(("http://", "https://")):
-            url = "http://" + url
-        self.url = url.rstrip("/")
+        """``verify``: True (the system's CAs), or the path of a CA/self-signed certificate to trust
+        (``MEDSEGSUITE_CA_CERT`` when True and set). Certificates are always checked."""
+        import os
+
+        self.url = normalize_url(url)
+        if verify is True and os.environ.get("MEDSEGSUITE_CA_CERT"):
+            verify = os.environ["MEDSEGSUITE_CA_CERT"]
+        if isinstance(verify, (str, os.PathLike)):
+            import ssl
+
+            ca = os.path.expanduser(str(verify))
+            if not os.path.isfile(ca):
+                raise InputError(f"CA certificate {ca} does not exist (copy the server's certificate there)")
+            verify = ssl.create_default_context(cafile=ca)
+        if api_key and self.url.startswith("http://") and not _is_loopback_url(self.url):
+            log.warning("warning: sending the API key to %s over plain HTTP; anyone on the network can read it "
+                        "(use https:// or an SSH tunnel)", self.url)
         self.timeout = timeout
         self.client_name = client_name or f"{platform.node() or 'client'}/medsegsuite-{__version__}"
         self.auto_reconnect = auto_reconnect
@@ -109,6 +134,15 @@ class RemoteBackend:
             self._set_state(DISCONNECTED, f"timed out: {e}")
             raise ServerUnreachable(f"the server at {self.url} did not answer in time ({type(e).__name__}); "
                                     "it may be overloaded or the network is down") from None
+        except httpx.ConnectError as e:
+            self._set_state(DISCONNECTED, str(e))
+            if "CERTIFICATE" in str(e).upper():
+                raise ServerUnreachable(f"the server at {self.url} presented a certificate this client does not "
+                                        f"trust ({e}): if it is the server's own (self-signed) certificate, pass "
+                                        "it as the CA (--ca-cert F; in Slicer: MEDSEGSUITE_CA_CERT=F)") from None
+            raise ServerUnreachable(f"cannot reach the medsegsuite server at {self.url} ({e}). Is "
+                                    "`medsegsuite serve` running there, is the port right and open, and "
+                                    "does the URL start with http:// or https:// as the server expects?") from None
         except httpx.TransportError as e:
             self._set_state(DISCONNECTED, str(e))
             raise ServerUnreachable(f"cannot reach the medsegsuite server at {self.url} ({e}). Is "
@@ -135,6 +169,8 @@ class RemoteBackend:
             code, msg = None, r.text[:300] or r.reason_phrase
         s = r.status_code
         where = f"server {self.url}"
+        if s == 403 and code == P.E_FORBIDDEN:  # the key is fine; this user's role may not do that
+            raise AuthError(f"{where} refused: {msg}", s, code)
         if s in (401, 403):
             self._set_state(AUTH_FAILED, msg)
             raise AuthError(f"{where} refused the request ({s}): {msg}", s, code)
@@ -362,7 +398,19 @@ class RemoteBackend:
             self._jobs[job_id] = self.session_id
         return job_id
 
-    def _job_request(self, job_id: str, method: str, path: str, **kw) -> httpx.Response:
+    def _job_request(self, job_id: str, method: str, path: str, survive: bool = False, **kw) -> httpx.Response:
+        """A request about one job; ``survive``: ride out a server that is briefly away (see
+        `_await_server`) instead of failing at once."""
+        tries = 3 if survive else 1
+        for attempt in range(tries):
+            try:
+                return self._job_request_once(job_id, method, path, **kw)
+            except ServerUnreachable:
+                if attempt == tries - 1:
+                    raise
+                self._await_server(job_id)
+
+    def _job_request_once(self, job_id: str, method: str, path: str, **kw) -> httpx.Response:
         with self._lock:
             sid = self._jobs.get(job_id)
         if sid is None:
@@ -375,6 +423,31 @@ class RemoteBackend:
         except SessionLost as e:
             raise SessionLost(f"job {job_id} was lost: {e} Run it again (the client reconnects by itself).",
                               e.status, e.code) from None
+
+    def _await_server(self, job_id: str) -> None:
+        """The server went away while a job ran: wait up to `restart_grace` for it to answer. The same
+        server process back (a network blip): carry on; a new one (restarted): the job is gone, so
+        `SessionLost`; none in time: `ServerUnreachable`."""
+        deadline = time.monotonic() + self.restart_grace
+        instance = self.server_info.get("instance")
+        while True:
+            try:
+                r = self._hb_http.get("/health", timeout=2.0)
+                now = r.json().get("instance") if r.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                now = None
+            if now is not None:
+                if instance is not None and now != instance:
+                    self._set_state(SESSION_LOST, "the server restarted")
+                    with self._lock:
+                        self._on_server.clear()
+                    raise SessionLost(f"job {job_id} was lost: the server at {self.url} restarted while it ran; "
+                                      "run it again (the client reconnects by itself)", 410, P.E_SERVER_RESTARTED)
+                return
+            if time.monotonic() > deadline:
+                raise ServerUnreachable(f"the server at {self.url} has not answered for {self.restart_grace:g} s "
+                                        f"while job {job_id} ran; it may be down")
+            time.sleep(0.25)
 
     def events(self, job_id: str, since: int = 0, wait: float = 0.0) -> list[JobEvent]:
         r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params={"since": since, "wait": wait},
@@ -397,7 +470,8 @@ class RemoteBackend:
             q = {"since": seen, "wait": left}
             if on_event is None:  # nobody shows progress: one long-poll until the job ends
                 q["until"] = "end"
-            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params=q, timeout=self.timeout + left).json()
+            r = self._job_request(job_id, "GET", f"/jobs/{job_id}/events", params=q, timeout=self.timeout + left,
+                                  survive=True).json()
             for d in r["events"]:
                 e = JobEvent.from_dict(d)
                 seen = max(seen, e.seq)
@@ -416,7 +490,7 @@ class RemoteBackend:
         `result`, FAILED/CANCELLED, or None when it is still running (or the server does not wait)."""
         try:
             r = self._job_request(job_id, "GET", f"/jobs/{job_id}/result", params={"wait": wait},
-                                  timeout=self.timeout + wait)
+                                  timeout=self.timeout + wait, survive=True)
         except JobFailed as e:  # the server said failed or cancelled
             return e.state
         except RemoteError as e:

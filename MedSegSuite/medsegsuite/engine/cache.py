@@ -67,3 +67,7 @@ class BackendCaches:
 
     def drop_image(self, image_id: str) -> None:
         self.embeddings.drop(lambda k: isinstance(k, tuple) and image_id in k)
+
+    def drop_client(self, client: str) -> None:
+        """Forget per-client entries (keys of the form ``(kind, ("client", id), ...)``: TTA streams)."""
+        self.models.drop(lambda k: isinstance(k, tuple) and ("client", client) in k)

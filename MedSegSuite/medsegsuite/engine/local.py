@@ -17,16 +17,20 @@ from .worker import Worker
 
 class LocalBackend:
     def __init__(self, device: str = "auto", max_images: int = 16, allow_paths: bool = True,
-                 training: str | None = None, training_slots: int = 1, train_threads: int | None = None):
+                 training: str | None = None, training_slots: int = 1, train_threads: int | None = None,
+                 dyna_queue: bool = True, retention_days: float | None = None):
         """``allow_paths``: accept checkpoint/file paths in params (the user's own machine); a server
         passes False, so no request can name a server file. ``training`` ("process" | "thread"),
-        ``training_slots`` and ``train_threads``: how training jobs run (see `engine.training`)."""
+        ``training_slots`` and ``train_threads``: how training jobs run (see `engine.training`).
+        ``dyna_queue``: keep DyNA day cases for the night (a server keeps none unless its
+        administrator opts in); ``retention_days``: delete queued cases older than this."""
         self.device = resolve_device(device)
         self.caches = BackendCaches()
         self.images: dict[str, Volume] = {}
         self.max_images = max_images
         self.worker = Worker(self.device, self.caches, self.images, allow_paths=allow_paths, training=training,
                              training_slots=training_slots, train_threads=train_threads)
+        self.worker.policy.update(dyna_queue=bool(dyna_queue), retention_days=retention_days)
 
     # -- Backend interface -------------------------------------------------------------------
     def handshake(self) -> dict:
@@ -54,8 +58,11 @@ class LocalBackend:
         self.worker.drop_image_sessions(image_id)
 
     def close_session(self, name: str | None, client: str = "local") -> None:
-        """Forget an interactive session's state (its image stays set); ``None``: all of ``client``'s."""
+        """Forget an interactive session's state (its image stays set); ``None``: all of ``client``'s,
+        with whatever else is kept for that client (its TTA streams)."""
         self.worker.close_session(client, name)
+        if name is None:
+            self.caches.drop_client(client)
 
     def list_tasks(self) -> list[dict]:
         """Every task with its typed parameters (what ``GET /tasks`` returns remotely)."""
@@ -74,8 +81,11 @@ class LocalBackend:
         return entry.to_dict()
 
     def start_job(self, task: str, image_id: str | None = None, params: dict | None = None,
-                  inputs: dict | None = None, client: str = "local", allow_paths: bool | None = None) -> str:
-        return self.worker.submit(task, image_id, params or {}, inputs or {}, client, allow_paths).id
+                  inputs: dict | None = None, client: str = "local", allow_paths: bool | None = None,
+                  user: str = "local", role: str = "admin", policy: dict | None = None) -> str:
+        """``client``/``user``/``role``/``policy``: who asks, under which rules (a server passes its own)."""
+        return self.worker.submit(task, image_id, params or {}, inputs or {}, client, allow_paths, user, role,
+                                  policy).id
 
     def _job(self, job_id: str):
         job = self.worker.jobs.get(job_id)

@@ -9,7 +9,8 @@ Types: ``int``, ``float``, ``bool``, ``str``, ``choice`` (one of ``choices``), `
 coronal, sagittal), ``slices`` ('all', 'every:K', 'a:b', 'i,j,k' or a list of ints), ``floats`` /
 ``ints`` (a list, optionally of fixed ``length``), ``strs``, ``dict`` (JSON object), ``model`` (a
 model registry id; a checkpoint *file path* is accepted only by an in-process backend on the user's
-own machine, never by a server) and ``path`` (a file on the backend machine: in-process only).
+own machine; a server accepts only ids in its registry and never looks a name up as a file) and
+``path`` (a file on the backend machine: in-process only).
 """
 from __future__ import annotations
 
@@ -137,6 +138,15 @@ class Param:
             if looks_like_path and not allow_paths:
                 raise InputError(f"parameter '{self.name}' names a file on the server ({value!r}); a server "
                                  "accepts only model registry ids here: import the model on the server first")
+            if t == "model" and not allow_paths:
+                from ..models.registry import default_registry
+
+                known = default_registry().entries
+                if value not in known:  # never looked up as a file: the answer is the same either way
+                    shown = value if len(value) <= 60 else value[:57] + "..."
+                    raise InputError(f"parameter '{self.name}': '{shown}' is not a model on this server; it "
+                                     f"has {', '.join(sorted(known)) or 'none'} (an admin adds one with "
+                                     "import_model)")
             return value
         raise AssertionError(t)  # pragma: no cover
 

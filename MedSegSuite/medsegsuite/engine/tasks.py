@@ -14,6 +14,7 @@ from typing import Callable
 
 from ..errors import InputError, JobCancelled
 from .interface import JobResult
+from .roles import check_role
 from .schema import Schema
 
 # Modules whose import registers tasks. A module that does not exist yet is skipped.
@@ -46,6 +47,7 @@ class TaskSpec:
     schema: Schema | None = None  # None: not declared (params pass unchecked; a test forbids it)
     kind: str = "interactive"
     check: Callable | None = None  # check(params) -> params: cross-parameter rules after the schema
+    role: str = "clinician"  # the least role that may run it (engine.roles)
 
     def validate(self, params: dict | None, allow_paths: bool = True) -> dict:
         if self.schema is None:
@@ -60,20 +62,22 @@ class TaskSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "needs_image": self.needs_image,
-                "kind": self.kind, "params": self.schema.to_dict() if self.schema else None}
+                "kind": self.kind, "role": self.role, "params": self.schema.to_dict() if self.schema else None}
 
 
 def task(name: str, needs_image: bool = True, description: str = "", params=None, kind: str = "interactive",
-         check=None):
+         check=None, role: str | None = None):
     """Register ``fn`` as task ``name`` with its parameters (a list of `schema.Param`). ``check``:
     optional ``check(params) -> params`` run right after the schema (e.g. a method's own options
-    dict), so those errors too are refused before the job exists."""
+    dict), so those errors too are refused before the job exists. ``role``: the least role that may
+    run it (default: clinician for interactive tasks, annotator for training ones)."""
     if kind not in KINDS:
         raise ValueError(f"task kind must be one of {KINDS}")
+    role = check_role(role or ("annotator" if kind == "training" else "clinician"))
 
     def deco(fn):
         _TASKS[name] = TaskSpec(name, fn, needs_image, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                None if params is None else Schema(tuple(params)), kind, check)
+                                None if params is None else Schema(tuple(params)), kind, check, role)
         return fn
     return deco
 
@@ -116,6 +120,10 @@ class JobContext:
     started: float = field(default_factory=time.time)
     session: dict | None = None  # state an interactive session keeps between its jobs (see Worker)
     followups: list = field(default_factory=list)
+    client: str = "local"  # who submitted the job: per-client state (a TTA stream) is keyed by it
+    user: str = "local"
+    role: str = "admin"
+    policy: dict = field(default_factory=dict)  # the deployment's rules: allow_paths, dyna_queue, retention_days
 
     def after(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the worker right after this job's result is delivered: work the *next* job

@@ -134,7 +134,7 @@ def child_main(conn, cancel, job_id: str, task: str, module: str, qualname: str,
     def report(fraction: float, message: str) -> None:
         _send(conn, {"type": "progress", "fraction": fraction, "message": message})
 
-    ctx = JobContext(job_id, device, BackendCaches(), report, cancel, session=None)
+    ctx = JobContext(job_id, device, BackendCaches(), report, cancel, session=None, **(meta.get("context") or {}))
     try:
         fn = _resolve(module, qualname)
         out = fn(ctx, image, meta.get("params") or {}, inputs)
@@ -168,12 +168,12 @@ def child_main(conn, cancel, job_id: str, task: str, module: str, qualname: str,
 
 
 # -- the parent side --------------------------------------------------------------------------
-def _request(job, image) -> bytes:
+def _request(job, image, context: dict | None = None) -> bytes:
     """The job as one wire message: params (JSON), the image with its geometry, inputs as arrays
     (anything that is not an array travels as JSON)."""
     import numpy as np
 
-    meta: dict = {"params": job.params, "json_inputs": {}}
+    meta: dict = {"params": job.params, "json_inputs": {}, "context": context or {}}
     arrays: dict = {}
     if image is not None:
         meta.update(geometry=image.geometry.to_dict(), name=image.name, image_id=job.image_id)
@@ -348,7 +348,7 @@ class TrainingLane:
             job.emit(JobState.FAILED, 0.0, job.error)
             return
         try:
-            request = _request(job, image)
+            request = _request(job, image, self.worker.context_of(job))
         except MedSegError as e:
             job.error = f"{job.task}: {e}"
             job.emit(JobState.FAILED, 0.0, job.error)

@@ -17,8 +17,9 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ..errors import InputError, JobCancelled, MedSegError
+from ..errors import Forbidden, InputError, JobCancelled, MedSegError
 from .interface import TERMINAL_STATES, JobEvent, JobResult, JobState
+from .roles import role_allows
 from .tasks import JobContext, get_task
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ class Job:
     client: str = "local"
     kind: str = "interactive"
     pid: int | None = None  # the process a training job runs in
+    user: str = "local"
+    role: str = "admin"
+    allow_paths: bool = True  # whether its params may name files (never for a server's jobs)
+    policy: dict = field(default_factory=dict)  # the caller's rules over the worker's (a server's dyna_queue)
     state: JobState = JobState.QUEUED
     events: list = field(default_factory=list)
     result: JobResult | None = None
@@ -51,7 +56,14 @@ class Job:
             self.events.append(JobEvent(next(self._seq), state, fraction, message, time.time()))
             if state in TERMINAL_STATES:
                 self.finished = time.time()
+                self.inputs = {}  # a job's inputs (scribbles, training cases) are not kept past its end
                 self.done_event.set()
+
+    @property
+    def started(self) -> float | None:
+        """When it started running (None while queued)."""
+        with self._lock:
+            return next((e.time for e in self.events if e.state == JobState.RUNNING), None)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -84,6 +96,8 @@ class Worker:
 
         self.device = device
         self.allow_paths = allow_paths
+        # the deployment's rules tasks see (ctx.policy): a server sets dyna_queue / retention_days
+        self.policy = {"allow_paths": allow_paths, "dyna_queue": True, "retention_days": None}
         self.caches = caches
         self.images = images
         self.jobs: OrderedDict[str, Job] = OrderedDict()
@@ -103,18 +117,25 @@ class Worker:
         self._thread.start()
 
     def submit(self, task: str, image_id: str | None, params: dict, inputs: dict, client: str = "local",
-               allow_paths: bool | None = None) -> Job:
+               allow_paths: bool | None = None, user: str = "local", role: str = "admin",
+               policy: dict | None = None) -> Job:
         """Validate and queue a job. ``allow_paths=False`` refuses file paths for this call even on a
-        backend that accepts them (a server passes it on every request)."""
+        backend that accepts them (a server passes it on every request); ``role`` must be at least the
+        task's (`Forbidden` otherwise)."""
         spec = get_task(task)
+        if not role_allows(role, spec.role):
+            raise Forbidden(f"task '{task}' needs the {spec.role} role; {user} is a {role}. Ask the server's "
+                            "administrator (medsegsuite users add NAME --role ...)")
         if spec.needs_image and image_id is None:
             raise InputError(f"task '{task}' needs an image; call set_image first")
         if image_id is not None and image_id not in self.images:
             raise InputError(f"unknown image id '{image_id}' (released or never set); set the image again")
         if not isinstance(params or {}, dict):
             raise InputError(f"{task}: params must be a JSON object")
-        params = spec.validate(params, self.allow_paths and allow_paths is not False)  # once, before the job exists
-        job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client, spec.kind)
+        paths = self.allow_paths and allow_paths is not False
+        params = spec.validate(params, paths)  # once, before the job exists
+        job = Job(uuid.uuid4().hex[:16], task, image_id, params, dict(inputs or {}), client, spec.kind, user=user,
+                  role=role, allow_paths=paths, policy=dict(policy or {}))
         job.emit(JobState.QUEUED, 0.0, "queued")
         with self._cv:
             self.jobs[job.id] = job
@@ -193,7 +214,7 @@ class Worker:
             return
         ctx = JobContext(job.id, self.device, self.caches,
                          lambda f, m: job.emit(JobState.RUNNING, f, m), job.cancel_event,
-                         session=self._session(job) if with_session else None)
+                         session=self._session(job) if with_session else None, **self.context_of(job))
         job.emit(JobState.RUNNING, 0.0, "started")
         try:
             spec = get_task(job.task)
@@ -230,6 +251,11 @@ class Worker:
                     fn()
                 except Exception:  # noqa: BLE001 - the job is delivered; a follow-up only prepares the next
                     log.error("follow-up of job %s (%s) failed:\n%s", job.id, job.task, traceback.format_exc())
+
+    def context_of(self, job: Job) -> dict:
+        """Who runs ``job`` and under which rules: the JobContext fields beyond progress and caches."""
+        policy = dict(self.policy, **job.policy, allow_paths=job.allow_paths)
+        return {"client": job.client, "user": job.user, "role": job.role, "policy": policy}
 
     def _session(self, job: Job) -> dict | None:
         name = job.params.get("session")

@@ -1,4 +1,4 @@
-"""Server settings, the API-key check and the rule that keeps an unprotected server on loopback."""
+"""Server settings, the API-key check, and the rules a network bind must meet (keys, TLS)."""
 from __future__ import annotations
 
 import hmac
@@ -17,14 +17,34 @@ KEY_ENV = "MEDSEGSUITE_API_KEY"
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    api_key: str | None = None        # None: no key (loopback only)
+    api_key: str | None = None        # one shared key (a single-person set-up); None: none
+    api_key_role: str = "admin"       # the role the shared key carries
+    users_file: str | None = None     # per-user keys (server.users); takes precedence over api_key
+    audit_log: str | None = None      # JSON-lines audit file (None: kept in memory only)
     device: str = "auto"
     max_sessions: int = 16
+    max_sessions_per_user: int = 4
     max_images_per_session: int = 8
-    max_upload_mb: float = 512.0      # compressed body; decompressed arrays may be up to 8x that
+    max_upload_mb: float = 512.0      # compressed body
+    max_request_mb: float = 2048.0    # all arrays of one request, decompressed, checked before inflating
+    max_session_mb: float = 4096.0    # images one session holds, decompressed
+    max_image_voxels: int = 2**29     # one image
     max_model_mb: float = 1024.0      # a checkpoint uploaded with PUT /models/{id}
     lease_ttl: float = 60.0           # seconds a session lives without a request or heartbeat
     longpoll_max: float = 10.0        # longest events long-poll, seconds
+    max_longpolls_per_user: int = 8   # long-polls one user may hold open at once (more: 429)
+    job_time_limit: float = 1800.0    # seconds an interactive job may run
+    training_time_limit: float = 6 * 3600.0  # seconds a training job may run
+    image_idle_ttl: float = 1800.0    # an image (and its results) unused this long is dropped
+    header_timeout: float = 10.0      # a request's headers must arrive within this
+    body_timeout: float = 30.0        # longest pause while a body is read
+    allowed_hosts: tuple = ()         # Host header names accepted (empty: loopback names on loopback)
+    dyna_queue: bool = False          # keep DyNA day cases on this server (opt-in)
+    retention_days: float = 7.0       # queued DyNA cases older than this are deleted
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    insecure_http: bool = False       # allow plain HTTP off loopback (loudly)
+    access_log: bool = False
 
     @property
     def max_upload_bytes(self) -> int:
@@ -35,17 +55,43 @@ class ServerConfig:
         return int(self.max_model_mb * 2**20)
 
     @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 2**20)
+
+    @property
+    def max_session_bytes(self) -> int:
+        return int(self.max_session_mb * 2**20)
+
+    @property
     def heartbeat_interval(self) -> float:
         return max(self.lease_ttl / 4.0, 0.05)
 
+    @property
+    def tls(self) -> bool:
+        return bool(self.ssl_certfile and self.ssl_keyfile)
+
+    def has_users(self) -> bool:
+        if not self.users_file:
+            return False
+        from .users import UserStore
+
+        return UserStore(self.users_file).active() > 0
+
     def check_bind(self) -> None:
-        """A server reachable from the network must have a key: refuse otherwise."""
-        if not self.api_key and not is_loopback(self.host):
+        """A server reachable from the network needs keys and TLS (or an explicit --insecure-http)."""
+        if is_loopback(self.host):
+            return
+        if not self.api_key and not self.has_users():
             raise InputError(
-                f"refusing to listen on {self.host} without an API key: anyone on the network could run "
-                "jobs and read images. Create a key file (e.g. `python -c \"import secrets; "
-                "print(secrets.token_urlsafe(32))\" > ~/.medsegsuite.key && chmod 600 ~/.medsegsuite.key`) "
-                f"and pass --api-key-file, or set {KEY_ENV}; or bind to 127.0.0.1 and use an SSH tunnel")
+                f"refusing to listen on {self.host} without API keys: anyone on the network could run "
+                "jobs and read images. Add users (`medsegsuite users add NAME --role clinician`) and pass "
+                f"--users-file, or bind to 127.0.0.1 and use an SSH tunnel")
+        if not self.tls and not self.insecure_http:
+            raise InputError(
+                f"refusing to listen on {self.host} without TLS: keys and images would cross the network "
+                "in clear text. Pass --ssl-certfile/--ssl-keyfile (your CA's certificate), --self-signed "
+                "(a trial certificate), put a TLS reverse proxy in front and bind 127.0.0.1, or, on a "
+                "network you fully trust, --insecure-http")
 
 
 def is_loopback(host: str) -> bool:

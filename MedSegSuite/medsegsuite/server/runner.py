@@ -22,12 +22,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app, config: ServerConfig, access_log: bool, log_level: str, **ssl):
+def _uvicorn_config(app, config: ServerConfig, access_log: bool, log_level: str):
     import uvicorn
 
+    from .guard import install_log_filter, protocol_class
+
+    if access_log:
+        install_log_filter()  # paths only: a query string never reaches the log
+    ssl = {"ssl_certfile": config.ssl_certfile, "ssl_keyfile": config.ssl_keyfile} if config.tls else {}
     return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
-                          access_log=access_log, timeout_keep_alive=30, lifespan="on",
-                          server_header=False, **{k: v for k, v in ssl.items() if v})
+                          access_log=access_log, timeout_keep_alive=15, lifespan="on",
+                          server_header=False, http=protocol_class(config.header_timeout),
+                          h11_max_incomplete_event_size=64 * 1024, **ssl)
 
 
 class RunningServer:
@@ -41,7 +47,7 @@ class RunningServer:
         config.port = self.sock.getsockname()[1]
         self.app = create_app(config, backend)
         self.state = self.app.state.mss
-        self.server = uvicorn.Server(_uvicorn_config(self.app, config, False, log_level))
+        self.server = uvicorn.Server(_uvicorn_config(self.app, config, config.access_log, log_level))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="medsegsuite-uvicorn", daemon=True)
         self.thread.start()
@@ -54,7 +60,7 @@ class RunningServer:
     @property
     def url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"http://{host}:{self.config.port}"
+        return f"{'https' if self.config.tls else 'http'}://{host}:{self.config.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
@@ -75,11 +81,9 @@ def start_in_thread(config: ServerConfig | None = None, backend=None, log_level:
     return RunningServer(config or ServerConfig(port=0), backend, log_level)
 
 
-def serve_forever(config: ServerConfig, access_log: bool = False, log_level: str = "info",
-                  ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+def serve_forever(config: ServerConfig, log_level: str = "info") -> None:
     import uvicorn
 
     config.check_bind()
     app = create_app(config)
-    uvicorn.Server(_uvicorn_config(app, config, access_log, log_level, ssl_certfile=ssl_certfile,
-                                   ssl_keyfile=ssl_keyfile)).run()
+    uvicorn.Server(_uvicorn_config(app, config, config.access_log, log_level)).run()

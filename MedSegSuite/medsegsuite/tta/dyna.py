@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
 from .options import check_night_options
 
 
@@ -41,21 +41,82 @@ def store_dir(model_id: str) -> Path:
     return user_home() / "tta" / "dyna" / safe
 
 
-def queue_case(model_id: str, volume) -> Path:
-    """Keep a case of the day for the night (same image twice is kept once)."""
+def _private_dir(d: Path) -> Path:
+    """A folder only its owner may enter (a queue holds patients' images)."""
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    return d
+
+
+def _owners(model_id: str) -> dict:
+    f = store_dir(model_id) / "queue" / "owners.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_owners(model_id: str, owners: dict) -> None:
+    f = _private_dir(store_dir(model_id) / "queue") / "owners.json"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(owners, fh)
+
+
+def queue_case(model_id: str, volume, owner: str | None = None) -> Path:
+    """Keep a case of the day for the night (same image twice is kept once), readable by the owner of
+    the process only; ``owner`` (the user who segmented it) is recorded so others do not see it."""
     from ..io import write_image
 
-    q = store_dir(model_id) / "queue"
-    q.mkdir(parents=True, exist_ok=True)
+    _private_dir(store_dir(model_id))
+    q = _private_dir(store_dir(model_id) / "queue")
     fp = volume.fingerprint()[:12]
     for f in q.glob(f"*-{fp}.nii.gz"):
         return f
-    return write_image(volume, q / f"{time.strftime('%Y%m%d-%H%M%S')}-{fp}.nii.gz")
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{fp}.nii.gz"
+    old = os.umask(0o077)
+    try:
+        f = write_image(volume, q / name)
+    finally:
+        os.umask(old)
+    os.chmod(f, 0o600)
+    if owner is not None:
+        owners = _owners(model_id)
+        owners[f.name] = owner
+        _write_owners(model_id, owners)
+    return f
 
 
-def queued_cases(model_id: str) -> list[Path]:
+def queued_cases(model_id: str, owner: str | None = None) -> list[Path]:
+    """The day's queue; with ``owner``, only the cases that user queued."""
     q = store_dir(model_id) / "queue"
-    return sorted(q.glob("*.nii.gz")) if q.is_dir() else []
+    cases = sorted(q.glob("*.nii.gz")) if q.is_dir() else []
+    if owner is not None:
+        owners = _owners(model_id)
+        cases = [c for c in cases if owners.get(c.name) == owner]
+    return cases
+
+
+def purge_expired(model_id: str, retention_days: float | None) -> int:
+    """Delete queued and archived cases older than ``retention_days`` (None: keep); returns how many."""
+    if retention_days is None:
+        return 0
+    limit = time.time() - float(retention_days) * 86400
+    gone = []
+    for sub in ("queue", "done"):
+        d = store_dir(model_id) / sub
+        for f in (d.glob("*.nii.gz") if d.is_dir() else []):
+            try:
+                if f.stat().st_mtime < limit:
+                    f.unlink()
+                    gone.append(f.name)
+            except FileNotFoundError:
+                pass
+    if gone:
+        owners = _owners(model_id)
+        if any(g in owners for g in gone):
+            _write_owners(model_id, {k: v for k, v in owners.items() if k not in gone})
+    return len(gone)
 
 
 def clear_queue(model_id: str, archive: bool = True) -> int:
@@ -63,7 +124,7 @@ def clear_queue(model_id: str, archive: bool = True) -> int:
     done = store_dir(model_id) / "done"
     for f in cases:
         if archive:
-            done.mkdir(parents=True, exist_ok=True)
+            _private_dir(done)
             f.replace(done / f.name)
         else:
             f.unlink()
@@ -81,10 +142,11 @@ def deployed(model_id: str) -> str:
     return json.loads(f.read_text(encoding="utf-8"))["model"] if f.exists() else model_id
 
 
-def choose_version(model_id: str, version: str) -> str:
-    """Deploy a kept version (its file path, version name, or ``model_id`` itself for the original)."""
+def choose_version(model_id: str, version: str, by_file: bool = True) -> str:
+    """Deploy a kept version (its version name, its file path when ``by_file``, or ``model_id`` itself
+    for the original)."""
     if version != model_id:
-        match = [v for v in versions(model_id) if version in (v["version"], v["file"])]
+        match = [v for v in versions(model_id) if version == v["version"] or (by_file and version == v["file"])]
         if not match:
             raise InputError(f"'{version}' is not a version of {model_id}; known: "
                              f"{', '.join(v['version'] for v in versions(model_id)) or 'none yet'}")

@@ -78,7 +78,8 @@ def adapt(ctx, image, params, inputs):
     adapter = None
     stream = params["stream"]
     if stream and method != "none":
-        key = ("tta-stream", str(stream), used_model, method, repr(sorted(options.items())))
+        # one client's stream: another client using the same name gets its own adapter
+        key = ("tta-stream", ("client", ctx.client), str(stream), used_model, method, repr(sorted(options.items())))
         adapter = ctx.cache.models.get_or_create(key, lambda: make_adapter(method, source.net, source.size, options))
     ctx.progress(0.02, "plain inference")
     res = run_volume(source, image, method, options, adapter=adapter, indices=indices,
@@ -102,10 +103,16 @@ def adapt(ctx, image, params, inputs):
         if seen is not None:
             info["stream_images_seen"] = int(seen)
     if method == "dyna" and keep_case:
-        from .dyna import queue_case, queued_cases
+        policy = ctx.policy or {}
+        if policy.get("dyna_queue", True):
+            from .dyna import purge_expired, queue_case, queued_cases
 
-        info["queued_case"] = str(queue_case(model, image))
-        info["queue_length"] = len(queued_cases(model))
+            purge_expired(model, policy.get("retention_days"))
+            info["queued_case"] = str(queue_case(model, image, owner=ctx.user))
+            info["queue_length"] = len(queued_cases(model, None if ctx.role == "admin" else ctx.user))
+        else:
+            info["queue"] = ("off on this server: the case was not kept (an administrator opts in with "
+                             "medsegsuite serve --dyna-queue)")
     ctx.progress(1.0, "done")
     arrays = {k: np.asarray(res[k], dtype=np.float32) for k in
               ("entropy_before", "entropy_after", "confidence_before", "confidence_after")}
@@ -144,14 +151,15 @@ def case_files(cases) -> list:
 
 @task("dyna.night", needs_image=False, description="DyNA night: self-train a new model version on the "
       "day's cases (teacher/student/global student); the deployed model is not changed", params=NIGHT_PARAMS,
-      kind="training", check=_check_night)
+      kind="training", check=_check_night, role="admin")
 def night(ctx, image, params, inputs):
     import time
     from pathlib import Path
 
-    from .dyna import clear_queue, queued_cases, run_night, store_dir
+    from .dyna import clear_queue, purge_expired, queued_cases, run_night, store_dir
 
     model = params["model"]
+    purge_expired(model, (ctx.policy or {}).get("retention_days"))
     cases = case_files(params["cases"]) if params["cases"] else queued_cases(model)
     out = params["out"] or str(store_dir(model) / "versions" /
                                f"{Path(model).stem}-night-{time.strftime('%Y%m%d-%H%M%S')}.pt")
@@ -174,17 +182,23 @@ USE_PARAMS = [MODEL, Param("version", "str", None, "a version name from dyna.sta
 @task("dyna.status", needs_image=False, description="DyNA: the day's queue, kept versions, deployed model",
       params=STATUS_PARAMS)
 def status(ctx, image, params, inputs):
-    from .dyna import deployed, queued_cases, versions
+    """The queue lists only the caller's own cases (an admin sees all); expired cases go first."""
+    from .dyna import deployed, purge_expired, queued_cases, versions
 
     model = params["model"]
-    return JobResult(info={"model": model, "queue": [str(p) for p in queued_cases(model)],
+    policy = ctx.policy or {}
+    purge_expired(model, policy.get("retention_days"))
+    queue = queued_cases(model, None if ctx.role == "admin" else ctx.user)
+    return JobResult(info={"model": model, "queue": [str(p) for p in queue], "queue_length": len(queue),
+                           "queue_enabled": bool(policy.get("dyna_queue", True)),
                            "versions": versions(model), "deployed": deployed(model)})
 
 
 @task("dyna.use", needs_image=False, description="DyNA: deploy a kept version (or the original model)",
-      params=USE_PARAMS)
+      params=USE_PARAMS, role="admin")
 def use(ctx, image, params, inputs):
     from .dyna import choose_version
 
     model = params["model"]
-    return JobResult(info={"model": model, "deployed": choose_version(model, params["version"])})
+    by_file = bool((ctx.policy or {}).get("allow_paths", True))  # a server names versions, never files
+    return JobResult(info={"model": model, "deployed": choose_version(model, params["version"], by_file)})
