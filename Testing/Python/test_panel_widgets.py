@@ -164,12 +164,19 @@ def test_undo_redo_follow_the_output_segmentation(gui):
     assert S.segment_names(a) == [] and w.ui.redoButton.enabled and not w.ui.undoButton.enabled
     w.ui.redoButton.click()
     assert S.read_masks(a, G, ["liver"])["liver"][BOX].all() and w.ui.undoButton.enabled
-    # a Segment Editor stroke on A: the buttons see it, and Undo refuses with a message, keeping it
-    stroke = np.zeros(G.shape, bool)
+    w.ui.undoButton.click()
+    assert w.ui.redoButton.enabled
+    a.GetSegmentation().AddEmptySegment("", "drawn by hand")  # an edit elsewhere: the panel sees it at once
+    assert not w.ui.redoButton.enabled
+    w.ui.applyButton.click()
+    run_gui(gui, w)
+    assert w.ui.undoButton.enabled and S.segment_names(a) == ["drawn by hand", "liver"]
+    # a Segment Editor stroke on A: Undo refuses with a message, keeping it
+    stroke = S.read_masks(a, G, ["liver"])["liver"]
     stroke[0:2, 0:2, 0] = True
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     logic.SetBinaryLabelmapToSegment(S.oriented_image(stroke.astype(np.uint8), G), a,
-                                     S.segment_id(a, "liver"), logic.MODE_MERGE_MAX)
+                                     S.segment_id(a, "liver"), logic.MODE_REPLACE)
     w.ui.undoButton.click()
     assert gui.errors and "Segment Editor's Undo" in gui.errors[-1]
     assert S.read_masks(a, G, ["liver"])["liver"][0:2, 0:2, 0].all()
