@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless rendering
 # torchvision imports torch._dynamo, which loads triton's bundled LLVM; in a process where Mesa's llvmpipe
@@ -143,6 +144,12 @@ class MedSegSuiteWebApp(TrameApp):
             disp.SetAutoWindowLevel(False)
             disp.SetWindowLevel(400, 50)
         self._logic._load_files_logic.volume_loaded(node)   # the viewer's own "volume loaded" path
+        # No volume rendering in the 3D view by default: on a CPU-rendered server (Mesa llvmpipe) it costs
+        # seconds per frame on the event loop; the 3D view shows the segments' surfaces.
+        for i in range(node.GetNumberOfDisplayNodes()):
+            d = node.GetNthDisplayNode(i)
+            if d is not None and d.IsA("vtkMRMLVolumeRenderingDisplayNode"):
+                d.SetVisibility(False)
 
     def segmentation_node(self):
         return self.slicer_app.segmentation_editor.active_segmentation_node
@@ -169,6 +176,22 @@ class MedSegSuiteWebApp(TrameApp):
         node = node or self.segmentation_node()
         return segments.segment_names(node) if node is not None else []
 
+    def _watchdog(self, limit: float = 1.0):
+        """Debugging aid (MEDSEGSUITE_WEB_WATCHDOG=1): print every thread's stack when the event loop has
+        not ticked for ``limit`` seconds, i.e. when the page is frozen and by what."""
+        import faulthandler
+
+        def watch():
+            while True:
+                time.sleep(limit / 2)
+                if time.monotonic() - self._tick > limit:
+                    print(f"[watchdog] event loop stalled {time.monotonic() - self._tick:.1f} s", file=sys.stderr)
+                    faulthandler.dump_traceback(all_threads=True)
+                    time.sleep(5)
+
+        self._tick = time.monotonic()
+        threading.Thread(target=watch, daemon=True, name="watchdog").start()
+
     # -- the 10 Hz loop -------------------------------------------------------------------------
     def _start_polling(self, **_):
         loop = asyncio.get_event_loop()
@@ -183,7 +206,10 @@ class MedSegSuiteWebApp(TrameApp):
             pass
 
     async def _poll_loop(self):
+        if os.environ.get("MEDSEGSUITE_WEB_WATCHDOG"):
+            self._watchdog()
         while True:
+            self._tick = time.monotonic()
             with self.state:
                 for p in self.panels:
                     try:
