@@ -262,9 +262,10 @@ class TTAPanel(Panel):
         if phase != Phase.DONE:
             self.set(entropy_plot="", entropy_label="")   # no stale plot after a failed or cancelled run
             return
-        self.set(entropy_plot=entropy_svg(self.logic.entropy_series() or {}),
-                 entropy_label="; ".join(f"{k}: mean {sum(v) / max(len(v), 1):.3f}"
-                                         for k, v in (self.logic.entropy_series() or {}).items()))
+        e = self.logic.entropy_series() or {}
+        series = {k: [float(v) for v in e.get(k) or []] for k in ("before", "after") if e.get(k)}
+        self.set(entropy_plot=entropy_svg(series),
+                 entropy_label="; ".join(f"{k}: mean {sum(v) / len(v):.3f}" for k, v in series.items()))
 
     def build(self) -> None:
         with v3.VCard(flat=True, classes="pa-2"):

@@ -201,3 +201,17 @@ def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
     page.get_by_role("button", name="Undo CoSAM").click()
     page.locator("[role=status]:has-text('Undone')").first.wait_for()
     assert _scene_segments(_download_scene(page, tmp_path))["liver"] == final
+
+
+def test_tta_before_after_and_entropy(web, tmp_path):
+    page = web["page"]
+    _open_tool(page, "Test-time adaptation")
+    page.get_by_label("Slices").fill("60,64")
+    page.get_by_role("button", name="Adapt").click()
+    page.locator("[role=status]:has-text('Done')").first.wait_for(timeout=900_000)
+    plot = page.get_by_alt_text("Per-slice entropy plot: before (red) and after (blue) adaptation")
+    plot.wait_for()
+    assert plot.is_visible()
+    page.get_by_text("before: mean").wait_for()
+    counts = _scene_segments(_download_scene(page, tmp_path))
+    assert counts.get("liver (before)", 0) > 0 and counts.get("liver", 0) > 0, counts
