@@ -166,7 +166,8 @@ def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
         assert len(pings) < 4000, "CoSAM did not finish"
     assert len(pings) >= 3 and max(pings) <= 0.5, \
         f"the page answered in up to {max(pings):.2f} s during a CoSAM run (median {np.median(pings):.3f} s)"
-    page.locator(".v-list-item:has-text('liver')").first.wait_for()   # the segment list names it
+    page.locator("button:has(.mdi-brush)").first.click()               # the Segment Editor's panel
+    page.locator(".v-list-item:has-text('liver')").first.wait_for()   # its segment list names it
     deadline = time.time() + 60
     while _coloured(_view_pixels(page)) <= before + 500 and time.time() < deadline:
         time.sleep(1)
@@ -178,9 +179,9 @@ def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
 
 def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
     page = web["page"]
+    _open_tool(page, "Self-correcting SAM")
     page.get_by_text("round 4 of 4 (final)").wait_for()
-    slider = page.get_by_role("slider").filter(has=page.locator("[aria-label='Show round']")).first
-    slider = page.locator("[aria-label='Show round'] [role=slider], [aria-label='Show round'] input").first
+    slider = page.locator("[aria-label='Show round'] [role=slider]").first
     slider.focus()
     page.keyboard.press("Home")
     page.get_by_text("coarse (prompt-free)").wait_for()
