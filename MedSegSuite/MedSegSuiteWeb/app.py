@@ -165,8 +165,13 @@ class MedSegSuiteWebApp(TrameApp):
         return self._prediction
 
     def segments_changed(self) -> None:
-        """After an AI write: the segment list and views show the new segments."""
-        self.slicer_app.segmentation_editor.trigger_all_signals()
+        """After an AI write: the segment list and views show the new segments (the editor's panel needs an
+        active segment once segments exist)."""
+        editor = self.slicer_app.segmentation_editor
+        ids = editor.get_segment_ids() if editor.active_segmentation is not None else []
+        if ids and editor.get_active_segment_id() not in ids:
+            editor.set_active_segment_id(ids[0])
+        editor.trigger_all_signals()
         for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 

@@ -130,6 +130,14 @@ def test_page_shows_lits117_and_the_panels(web):
     assert _coloured(px) < 0.001 * px[..., 0].size   # grey CT, no segment yet
 
 
+def _segment_list_names(page) -> list:
+    """Segment names in the Segment Editor's list: text, or the value of the active segment's name field."""
+    items = page.locator(".v-list-item")
+    names = [t.strip() for t in items.all_inner_texts() if t.strip()]
+    names += [el.input_value() for el in page.locator(".v-list-item input").all()]
+    return names
+
+
 def _scene_segments(scene) -> dict:
     """{segment name: voxel count} over every segmentation node of a scene read with slicer-core."""
     from MedSegSuiteLib import segments
@@ -167,7 +175,10 @@ def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
     assert len(pings) >= 3 and max(pings) <= 0.5, \
         f"the page answered in up to {max(pings):.2f} s during a CoSAM run (median {np.median(pings):.3f} s)"
     page.locator("button:has(.mdi-brush)").first.click()               # the Segment Editor's panel
-    page.locator(".v-list-item:has-text('liver')").first.wait_for()   # its segment list names it
+    deadline = time.time() + 60
+    while "liver" not in _segment_list_names(page) and time.time() < deadline:
+        time.sleep(1)
+    assert "liver" in _segment_list_names(page)                        # its segment list names it
     deadline = time.time() + 60
     while _coloured(_view_pixels(page)) <= before + 500 and time.time() < deadline:
         time.sleep(1)
