@@ -103,17 +103,30 @@ def _wait_status(page, prefix, text, timeout=600):
     page.locator(f"[role=status]:has-text('{text}')").first.wait_for(timeout=timeout * 1000)
 
 
-def _download_scene(page, tmp_path):
-    """The scene as a user downloads it (the app bar's download button), read back with slicer-core."""
-    import slicer  # noqa: F401  (slicer-core, in the test environment)
+def _download_scene(page, tmp_path) -> dict:
+    """The scene as a user downloads it (the app bar's download button): {segment name: voxel count} over the
+    segmentation nodes that scene.mrml lists, read from the bundle's files."""
+    import re
+    import zipfile
 
-    from MedSegSuiteLib import scene as scn
+    from medsegsuite.io import read_segmentation
 
     with page.expect_download() as dl:
-        page.locator("button:has(.mdi-file-download), button:has(.mdi-download)").first.click()
-    path = tmp_path / "scene.mrb"
+        page.locator("button:has(.mdi-file-download)").first.click()
+    path = tmp_path / f"scene{time.monotonic_ns()}.mrb"
     dl.value.save_as(path)
-    return scn.load_mrb(path)
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        mrml = next(n for n in z.namelist() if n.endswith(".mrml"))
+        xml = z.read(mrml).decode()
+        assert "<Segmentation" in xml, "the downloaded scene holds no segmentation node"
+        for name in z.namelist():
+            if name.endswith(".seg.nrrd") and re.search(re.escape(name.rsplit("/", 1)[-1]), xml):
+                z.extract(name, tmp_path)
+                seg = read_segmentation(tmp_path / name)
+                for k, m in seg.masks.items():
+                    out[k] = out.get(k, 0) + int(m.sum())
+    return out
 
 
 def test_page_shows_lits117_and_the_panels(web):
@@ -136,20 +149,6 @@ def _segment_list_names(page) -> list:
     names = [t.strip() for t in items.all_inner_texts() if t.strip()]
     names += [el.input_value() for el in page.locator(".v-list-item input").all()]
     return names
-
-
-def _scene_segments(scene) -> dict:
-    """{segment name: voxel count} over every segmentation node of a scene read with slicer-core."""
-    from MedSegSuiteLib import segments
-    from MedSegSuiteLib.volumes import geometry_from_node
-
-    vol = list(scene.GetNodesByClass("vtkMRMLScalarVolumeNode"))[0]
-    g = geometry_from_node(vol)
-    out = {}
-    for seg in scene.GetNodesByClass("vtkMRMLSegmentationNode"):
-        for name, m in segments.read_masks(seg, g).items():
-            out[name] = out.get(name, 0) + int(m.sum())
-    return out
 
 
 def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
@@ -183,8 +182,9 @@ def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
     while _coloured(_view_pixels(page)) <= before + 500 and time.time() < deadline:
         time.sleep(1)
     assert _coloured(_view_pixels(page)) > before + 500, "no liver overlay in the axial view"
-    page.screenshot(path=str(ROOT / "docs" / "images" / "web_cosam.png")) if (ROOT / "docs" / "images").is_dir() else None
-    counts = _scene_segments(_download_scene(page, tmp_path))
+    # the docs' screenshot: MEDSEGSUITE_WEB_SHOTS=docs/images refreshes docs/images/web_cosam.png
+    page.screenshot(path=str(Path(os.environ.get("MEDSEGSUITE_WEB_SHOTS") or tmp_path) / "web_cosam.png"))
+    counts = _download_scene(page, tmp_path)
     assert counts.get("liver", 0) > 3 * 500, counts   # three slices of liver in the scene
 
 
@@ -192,14 +192,14 @@ def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
     page = web["page"]
     _open_tool(page, "Self-correcting SAM")
     page.get_by_text("round 4 of 4 (final)").wait_for()
-    slider = page.locator("[aria-label='Show round'] [role=slider]").first
+    slider = page.get_by_role("slider", name="Show round")
     slider.focus()
     page.keyboard.press("Home")
     page.get_by_text("coarse (prompt-free)").wait_for()
-    coarse = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    coarse = _download_scene(page, tmp_path)["liver"]
     page.keyboard.press("End")
     page.get_by_text("round 4 of 4").first.wait_for()
-    final = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    final = _download_scene(page, tmp_path)["liver"]
     assert coarse != final, "moving the rounds slider did not change the liver segment"
     # a negative point, placed by clicking in the axial view, then Continue
     page.get_by_role("button", name="Add negative point").click()
@@ -208,22 +208,22 @@ def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
     page.get_by_text("1 point(s)").wait_for()
     page.get_by_role("button", name="Continue").click()
     page.locator("[role=status]:has-text('Done')").first.wait_for(timeout=600_000)
-    after = _scene_segments(_download_scene(page, tmp_path))["liver"]
+    after = _download_scene(page, tmp_path)["liver"]
     assert after != final, "a negative click + Continue left the liver unchanged"
     page.get_by_role("button", name="Undo CoSAM").click()
     page.locator("[role=status]:has-text('Undone')").first.wait_for()
-    assert _scene_segments(_download_scene(page, tmp_path))["liver"] == final
+    assert _download_scene(page, tmp_path)["liver"] == final
 
 
 def test_tta_before_after_and_entropy(web, tmp_path):
     page = web["page"]
     _open_tool(page, "Test-time adaptation")
     page.get_by_label("Slices").fill("60,64")
-    page.get_by_role("button", name="Adapt").click()
+    page.get_by_role("button", name="Adapt", exact=True).click()
     page.locator("[role=status]:has-text('Done')").first.wait_for(timeout=900_000)
     plot = page.get_by_alt_text("Per-slice entropy plot: before (red) and after (blue) adaptation")
     plot.wait_for()
     assert plot.is_visible()
     page.get_by_text("before: mean").wait_for()
-    counts = _scene_segments(_download_scene(page, tmp_path))
+    counts = _download_scene(page, tmp_path)
     assert counts.get("liver (before)", 0) > 0 and counts.get("liver", 0) > 0, counts
