@@ -197,6 +197,7 @@ def test_rounds_slider_negative_click_continue_and_undo(web, tmp_path):
     page.keyboard.press("Home")
     page.get_by_text("coarse (prompt-free)").wait_for()
     coarse = _download_scene(page, tmp_path)["liver"]
+    slider.focus()   # the download took the focus
     page.keyboard.press("End")
     page.get_by_text("round 4 of 4").first.wait_for()
     final = _download_scene(page, tmp_path)["liver"]
