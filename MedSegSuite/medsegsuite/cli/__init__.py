@@ -11,7 +11,7 @@ from .. import __version__
 from ..errors import MedSegError
 
 COMMANDS = ["demo", "info", "models", "evaluate", "cosam", "scribble", "tta", "dyna", "serve", "users", "export",
-            "structures", "batch"]
+            "structures", "batch", "web"]
 
 EPILOG = """examples:
   medsegsuite demo --out demo_out             # LiteMedSAM oracle boxes (+ CoSAM) on LiTS-117
