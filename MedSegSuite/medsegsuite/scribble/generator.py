@@ -257,7 +257,7 @@ def _cross(comp: np.ndarray, n_strokes: int, fraction: float, width: int, rng) -
             ndimage.sum(line, pieces, range(1, n + 1)))))
         ij = np.argwhere(piece)
         order = np.argsort(ij @ np.array([np.sin(angle), np.cos(angle)]))
-        keep = max(2, int(round(fraction * len(ij))))
+        keep = min(len(ij), max(2, int(round(fraction * len(ij)))))
         lo = int(rng.integers(0, len(ij) - keep + 1))
         sel = np.zeros_like(piece)
         sel[tuple(ij[order[lo:lo + keep]].T)] = True
