@@ -121,7 +121,7 @@ def test_panel_grow_from_seeds_mode_needs_no_training(backend):
         logic.request(volume_from_node(vol), vol, None, mode="grow")
     task, params, _ = logic.request(volume_from_node(vol), vol, None, mode="grow", scribbles_node=scr)
     assert task == "scribble.grow" and params["classes"] == ["organ"]
-    r = logic.run(vol, None, mode="grow", scribbles_node=scr, timeout=120)
+    r = logic.run(vol, None, mode="grow", scribbles_node=scr, timeout=300)
     assert r.phase == Phase.DONE, r.error
     assert logic.model_bytes is None  # nothing trained
     out = logic.segmentation_node

@@ -46,18 +46,19 @@ def settings_with(overrides: dict | None = None, base: dict | None = None) -> di
     return SETTINGS_SCHEMA.validate(merged, "scribble settings")
 
 
-def grow_soft_labels(case: "TrainCase", n_classes: int, soft_mm: float) -> np.ndarray:
+def grow_soft_labels(image: np.ndarray, labels: np.ndarray, spacing, n_classes: int, soft_mm: float) -> np.ndarray:
     """[C, i, j, k] image-aware pseudo labels on every voxel: Grow from seeds' 3D labels from the
-    case's strokes (`growcut`), softened across their borders: ``softmax_c(-d_c / soft_mm)`` with
-    ``d_c`` the distance (mm) to the voxels grown into class c (0 inside them), so a voxel deep in
-    a region is one-hot and a border voxel is shared. Voxels outside the seeds' box are background
-    (the strokes' extent bounds where the structures can be)."""
+    strokes (`growcut`), softened across their borders: ``softmax_c(-d_c / soft_mm)`` with ``d_c``
+    the distance (mm) to the voxels grown into class c (0 inside them), so a voxel deep in a region
+    is one-hot and a border voxel is shared. Voxels outside the seeds' box are background (the
+    strokes' extent bounds where the structures can be). Called on the slice engine's canonical
+    arrays, so the result does not depend on the storage order."""
     from scipy import ndimage
 
     from .growcut import grow_from_seeds
 
-    grown = grow_from_seeds(case.image, case.labels, n_classes, case.spacing)
-    d = np.stack([ndimage.distance_transform_edt(grown != c, sampling=case.spacing).astype(np.float32)
+    grown = grow_from_seeds(image, labels, n_classes, spacing)
+    d = np.stack([ndimage.distance_transform_edt(grown != c, sampling=spacing).astype(np.float32)
                   if np.any(grown == c) else np.full(grown.shape, np.inf, np.float32) for c in range(n_classes)])
     logits = -d / float(soft_mm)
     e = np.exp(logits - logits.max(axis=0, keepdims=True))
@@ -82,8 +83,11 @@ def _prepare(cases: list[TrainCase], n_classes: int, s: dict, div: int):
         lab = np.moveaxis(eng.canonical(case.labels), eng.axis, 0)
         soft3 = None
         if grow:
-            soft3 = grow_soft_labels(case, n_classes, float(s["soft_mm"]))
-            soft3 = np.stack([np.moveaxis(eng.canonical(c), eng.axis, 0) for c in soft3], axis=1)  # [k, C, h, w]
+            sp_c = tuple(float(case.spacing[eng.perm[d]]) for d in range(3))
+            soft3 = grow_soft_labels(np.ascontiguousarray(eng.canonical(case.image)),
+                                     np.ascontiguousarray(eng.canonical(case.labels)), sp_c, n_classes,
+                                     float(s["soft_mm"]))
+            soft3 = np.moveaxis(soft3, eng.axis + 1, 0)  # [k, C, h, w]
         sp2 = slice_spacing(eng, case.spacing)
         scribbled = [i for i in range(lab.shape[0]) if np.any(lab[i] != UNLABELLED)]
         for i in (range(lab.shape[0]) if grow else scribbled):
