@@ -278,6 +278,8 @@ def _write(out, report, methods, backend):
               "(seed locality 0; seeds' box grown by 10 %), `scribble/growcut.py`.",
               "* Every trained method keeps the largest 3D piece of each class and fills its holes; Grow from seeds "
               "is shown as it comes.",
+              "* The earlier Colin27 T1 + AAL rows (MaCo vs its ablations, no Grow from seeds) were removed: they were "
+              "stale (written before the LPS slice frame) and are not re-run in this budget; they remain in git history.",
               "", "## Run", "",
               f"* device {backend.handshake().get('device') if backend else 'cpu'}; the machine was shared with other jobs, so times are "
               f"indicative only; total {report['total_seconds'] / 60:.1f} min",
