@@ -131,6 +131,17 @@ def _cases(cases, styles, notes):
             sc = style_scribbles(case["dense"], len(case["classes"]) + 1, style, PLANE, seed=0,
                                  spacing=case["image"].geometry.spacing, direction=case["image"].direction,
                                  slices=slices)
+            stroked = [c for c in range(1, len(case["classes"]) + 1) if np.any(sc == c)]
+            if len(stroked) < len(case["classes"]):  # a structure absent from every scribbled slice
+                dropped = [case["classes"][c - 1] for c in range(1, len(case["classes"]) + 1) if c not in stroked]
+                remap = np.zeros(256, np.uint8)
+                remap[UNLABELLED] = UNLABELLED
+                for new, c in enumerate(stroked, start=1):
+                    remap[c] = new
+                case = {**case, "classes": [case["classes"][c - 1] for c in stroked],
+                        "dense": remap[np.where(np.isin(case["dense"], [0] + stroked), case["dense"], 0)]}
+                sc = remap[sc]
+                notes.append(f"{case['id']}/{style}: no stroke for {dropped} on the scribbled slices; not scored")
             notes.append(f"{case['name']}: {case['note']}; {style}: scribbled slices {slices} ({len(test)} test slices)")
             yield case, style, slices, test, sc
 
