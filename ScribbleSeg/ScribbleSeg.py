@@ -24,7 +24,7 @@ from MedSegSuiteLib.parameters import wrap  # noqa: E402
 from MedSegSuiteLib.segments import POLICIES  # noqa: E402
 
 TITLE = "Scribble segmentation"
-MODES = ("quick", "train", "segment")
+MODES = ("quick", "train", "segment", "grow")  # grow: Grow from seeds, quick, no training
 METHODS = ("maco", "pce", "pce+cpl", "pce+mcm")  # order of the Method box
 
 
@@ -62,7 +62,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
     PARAMETERS = ScribbleSegParameterNode
     MODEL_TASK = "scribble.segment"  # the registry task of the models its model list offers
     TASK = "scribble.train"
-    TASKS = {"quick": "scribble.quick", "train": "scribble.train", "segment": "scribble.segment"}
+    TASKS = {"quick": "scribble.quick", "train": "scribble.train", "segment": "scribble.segment",
+             "grow": "scribble.grow"}
 
     def __init__(self, backend_provider=None):
         ScriptedLoadableModuleLogic.__init__(self)
@@ -90,7 +91,8 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
     def request(self, volume, volume_node, segmentation_node, mode="quick", scribbles_node=None, model="",
                 settings=None, method=None, iterations=None, continue_training=False, keep_largest=None,
                 plane="axial", **_):
-        """``mode``: quick | train | segment. ``continue_training``: start from the last model of this
+        """``mode``: quick | train | segment | grow (Slicer's Grow from seeds on the scribbles: quick, no
+        training, the baseline a trained model must beat). ``continue_training``: start from the last model of this
         session (re-training after more scribbles). Extra cases from :meth:`add_case` join a train job.
         ``plane``: the slice plane a new model is trained on (a model segments in its own plane);
         ``settings``: more training parameters of the task's schema (iterations, lr, ...)."""
@@ -107,6 +109,11 @@ class ScribbleSegLogic(ScriptedLoadableModuleLogic, MethodLogic):
                              "your strokes. Choose another output (or none: a new one is made)")
         task = self.TASKS[mode]
         params, inputs = {}, {}
+        if mode == "grow":
+            if scribbles_node is None:
+                raise InputError("select the segmentation holding the scribbles")
+            labels, classes = scribble_labels(scribbles_node, volume.geometry)
+            return task, {"classes": classes, "unlabelled": 255}, {"scribbles": labels}
         if mode in ("quick", "train"):
             if scribbles_node is None:
                 raise InputError("select the segmentation holding the scribbles")

@@ -266,7 +266,8 @@ def test_training_on_synthetic_case_reaches_dice():
     assert np.all(lab[sc == 1] == 1) and np.all(lab[sc == 0] == 0), "strokes never leave their class"
     progress = []
     net, card = train_model([TrainCase(img, sc, (1.0, 1.0, 2.0))], ["disc"],
-                            {"iterations": 100, "batch": 3, "net": {"channels": [8, 16, 32], "strides": [2, 2]}},
+                            {"iterations": 100, "batch": 3, "net": {"channels": [8, 16, 32], "strides": [2, 2]},
+                             "cpl": "euclidean2d", "context": 0},  # the paper's CPL: scribbled slices only
                             progress=lambda f, m="": progress.append(f))
     assert progress[-1] == 1.0 and card["training"]["slices"] == 3
     pred = predict_volume(net, card, img)

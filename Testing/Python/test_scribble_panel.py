@@ -102,3 +102,29 @@ def test_panel_train_segment_undo_retrain_and_cases(backend):
     assert r.phase == Phase.DONE, r.error
     logic.clear_cases()
     assert logic.cases == []
+
+
+def test_panel_grow_from_seeds_mode_needs_no_training(backend):
+    """The panel's quick, no-training option: Slicer's Grow from seeds on the scribbles, written as a
+    segment (one undo step) without a model."""
+    from MedSegSuiteLib import segments
+    from MedSegSuiteLib.jobs import Phase
+    from MedSegSuiteLib.volumes import volume_from_node
+
+    from medsegsuite.errors import InputError
+    from medsegsuite.metrics import dice
+
+    scene = slicer.vtkMRMLScene()
+    vol, scr, lab = _case(scene, "grow", 3)
+    logic = _logic(backend)
+    with pytest.raises(InputError, match="scribbles"):
+        logic.request(volume_from_node(vol), vol, None, mode="grow")
+    task, params, _ = logic.request(volume_from_node(vol), vol, None, mode="grow", scribbles_node=scr)
+    assert task == "scribble.grow" and params["classes"] == ["organ"]
+    r = logic.run(vol, None, mode="grow", scribbles_node=scr, timeout=300)
+    assert r.phase == Phase.DONE, r.error
+    assert logic.model_bytes is None  # nothing trained
+    out = logic.segmentation_node
+    organ = segments.read_masks(out, volume_from_node(vol).geometry, ["organ"])["organ"]
+    assert dice(organ, lab == 1) > 0.9
+    assert logic.undo(out) and "organ" not in segments.segment_names(out)

@@ -49,14 +49,18 @@ def register(sub):
     add_backend_options(g)
     g.set_defaults(func=run_segment)
 
-    e = s.add_parser("eval", help="LiTS-117 + Colin27 evaluation: MaCo vs ablations vs full supervision")
-    e.add_argument("--out", default="docs/results/scribble.md", help="markdown table to write")
-    e.add_argument("--datasets", nargs="+", default=["lits", "colin"], choices=["lits", "colin"])
-    e.add_argument("--methods", nargs="+", help="default: maco pce pce+cpl pce+mcm full")
+    e = s.add_parser("eval", help="MaCo vs Grow from seeds vs full supervision on the same synthetic scribbles "
+                     "(LiTS-117 and, when fetched, TotalSegmentator's CTs)")
+    e.add_argument("--out", default="docs/results/scribble.md", help="markdown table to write (and .json beside it)")
+    e.add_argument("--cases", nargs="+", default=["lits117", "ts-ct-native", "ts-ct-contrast"],
+                   choices=["lits117", "ts-ct-native", "ts-ct-contrast"])
+    e.add_argument("--styles", nargs="+", choices=["annotator", "skeleton", "every4"], help="default: all")
+    e.add_argument("--methods", nargs="+", choices=["growcut", "maco", "maco-nomcm", "maco-2d", "full"],
+                   help="default: all")
     e.add_argument("--iterations", type=int, help="training iterations per run (default 200)")
-    e.add_argument("--seeds", type=int, default=1, help="repeat every run with this many seeds")
-    e.add_argument("--tau-sweep", nargs="*", type=float, metavar="TAU",
-                   help="also pick tau on validation slices of LiTS (default values 2 4 8 16 32)")
+    e.add_argument("--mcm-seeds", type=int, default=3,
+                   help="training seeds for MaCo with and without MCM on LiTS annotator scribbles (default 3)")
+    e.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process (default 1)")
     add_backend_options(e)
     e.set_defaults(func=run_eval)
 
@@ -161,8 +165,8 @@ def run_eval(args):
 
     backend = make_backend(args)
     try:
-        run_evaluation(args.out, backend, datasets=args.datasets, methods=args.methods,
-                       iterations=args.iterations, seeds=args.seeds, tau_sweep=args.tau_sweep,
+        run_evaluation(args.out, backend, cases=args.cases, styles=args.styles, methods=args.methods,
+                       iterations=args.iterations, mcm_seeds=args.mcm_seeds, workers=args.workers,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         backend.close()

@@ -17,6 +17,15 @@ wide), where annotators put their background strokes, plus ``far_strokes`` strok
 background (other organs, fat, air), one in each of that many random Voronoi cells of it so they
 spread over the image as an annotator's would.
 Components smaller than ``min_area`` pixels get no stroke (as a human would miss them).
+
+``annotator`` style (`annotator_slice`): what an annotator draws with Slicer's paint brush for *Grow
+from seeds*: per component of each class a **cross** of two straight strokes through its thickest
+point (along its long and short axes, each ``fraction`` of the chord, slightly tilted), and
+background as **broken arcs** on a ring just outside the structures (``ring_px`` out, ``arcs``
+pieces covering ``arc_cover`` of the ring); nothing in the far background. ``strokes=1`` draws only
+the long stroke and one arc (a hurried annotator on many slices).
+
+`STYLES` names the scribble styles the evaluation compares; `style_scribbles` draws one.
 """
 from __future__ import annotations
 
@@ -30,6 +39,12 @@ from .labels import UNLABELLED
 from .preprocess import slice_engine, slice_spacing
 
 KINDS = ("skeleton", "core", "random")
+# name -> (slice selection, generator): `style_scribbles` turns these into scribbles on real labels.
+STYLES = {
+    "annotator": "a cross of strokes per structure + broken background arcs just outside, on 10 evenly spaced slices",
+    "skeleton": "one skeleton stroke per structure + a background ring stroke and far strokes, on 10 evenly spaced slices",
+    "every4": "one long stroke per structure + one background arc, on every 4th slice",
+}
 
 
 def _skeleton(mask: np.ndarray) -> np.ndarray:
@@ -207,3 +222,120 @@ def scribble_stats(scribbles: np.ndarray, labels: np.ndarray, n_classes: int, pl
     sl = np.any(sc != UNLABELLED, axis=(1, 2))
     return {c: float(np.count_nonzero(sc[sl] == c) / max(1, np.count_nonzero(lab[sl] == c)))
             for c in range(n_classes)}
+
+
+def _line(shape, centre, angle: float, length: float) -> np.ndarray:
+    """A 1-pixel straight segment of ``length`` px through ``centre`` at ``angle`` (radians)."""
+    n = max(2, int(np.ceil(length)) * 2)
+    t = np.linspace(-length / 2, length / 2, n)
+    r = np.round(centre[0] + t * np.sin(angle)).astype(int)
+    c = np.round(centre[1] + t * np.cos(angle)).astype(int)
+    ok = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
+    out = np.zeros(shape, dtype=bool)
+    out[r[ok], c[ok]] = True
+    return out
+
+
+def _cross(comp: np.ndarray, n_strokes: int, fraction: float, width: int, rng) -> np.ndarray:
+    """Strokes through the component's thickest point along its principal axes, kept inside the
+    eroded component (the piece of each line that contains the centre)."""
+    inner = _erode_inside(comp, width + 1)
+    dist = ndimage.distance_transform_edt(inner)
+    centre = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    pts = np.argwhere(inner).astype(float)
+    cov = np.cov((pts - pts.mean(0)).T) if len(pts) > 2 else np.eye(2)
+    evals, evecs = np.linalg.eigh(cov)
+    out = np.zeros(comp.shape, dtype=bool)
+    for k in range(n_strokes):
+        v = evecs[:, -1 - k]  # long axis first
+        angle = float(np.arctan2(v[0], v[1]) + rng.normal(scale=np.deg2rad(8)))
+        line = _line(comp.shape, centre, angle, 4 * max(comp.shape)) & inner
+        pieces, n = ndimage.label(line, structure=np.ones((3, 3)))
+        if n == 0:
+            continue
+        piece = pieces == (pieces[centre] if pieces[centre] else 1 + int(np.argmax(
+            ndimage.sum(line, pieces, range(1, n + 1)))))
+        ij = np.argwhere(piece)
+        order = np.argsort(ij @ np.array([np.sin(angle), np.cos(angle)]))
+        keep = min(len(ij), max(2, int(round(fraction * len(ij)))))
+        lo = int(rng.integers(0, len(ij) - keep + 1))
+        sel = np.zeros_like(piece)
+        sel[tuple(ij[order[lo:lo + keep]].T)] = True
+        out |= sel
+    if width > 1:
+        out = ndimage.binary_dilation(out, iterations=(width - 1) // 2 + ((width - 1) % 2))
+    return out & comp
+
+
+def _arcs(fg: np.ndarray, allowed: np.ndarray, ring_px: int, arcs: int, cover: float, width: int,
+          rng) -> np.ndarray:
+    """Background as ``arcs`` pieces of the ring ``ring_px`` outside ``fg``, together covering about
+    ``cover`` of it, ordered by angle around the structures' centre (broken, as drawn by hand)."""
+    grown = ndimage.binary_dilation(fg, iterations=ring_px)
+    ring = grown & ~ndimage.binary_erosion(grown) & allowed
+    pts = np.argwhere(ring)
+    out = np.zeros(fg.shape, dtype=bool)
+    if len(pts) < 4 or arcs < 1:
+        return out
+    c = np.argwhere(fg).mean(0)
+    ang = np.arctan2(pts[:, 0] - c[0], pts[:, 1] - c[1])
+    order = np.argsort(ang)
+    n = len(order)
+    per = max(2, int(round(cover * n / arcs)))
+    starts = np.sort(rng.choice(n, size=arcs, replace=False)) if n >= arcs else np.arange(n)
+    for s0 in starts:
+        idx = order[(s0 + np.arange(per)) % n]
+        out[tuple(pts[idx].T)] = True
+    if width > 1:
+        out = ndimage.binary_dilation(out, iterations=(width - 1) // 2 + ((width - 1) % 2))
+    return out & allowed
+
+
+def annotator_slice(labels2d: np.ndarray, n_classes: int, rng, strokes: int = 2, fraction: float = 0.8,
+                    width: int = 2, ring_px: int = 4, arcs: int = 4, arc_cover: float = 0.5,
+                    min_area: int = 20) -> np.ndarray:
+    """One slice of dense labels -> annotator-style scribbles (see the module docstring)."""
+    out = np.full(labels2d.shape, UNLABELLED, dtype=np.uint8)
+    fg = labels2d > 0
+    for c in range(1, n_classes):
+        m = labels2d == c
+        comps, n = ndimage.label(m)
+        for k in range(1, n + 1):
+            comp = comps == k
+            if comp.sum() < min_area:
+                continue
+            out[_cross(comp, strokes, fraction * rng.uniform(0.85, 1.0), width, rng) & (out == UNLABELLED)] = c
+    if fg.any():
+        bg = _arcs(fg, labels2d == 0, ring_px, arcs if strokes > 1 else 1, arc_cover if strokes > 1 else
+                   arc_cover / 2, width, rng)
+        out[bg & (out == UNLABELLED)] = 0
+    return out
+
+
+def style_slices(n: int, style: str, count: int = 10) -> list[int]:
+    """The slices a style scribbles on: ``count`` evenly spaced ones away from the ends, or every 4th."""
+    if style == "every4":
+        return list(range(2, n, 4))
+    return sorted({int(round(v)) for v in np.linspace(n / (2 * count), n - 1 - n / (2 * count), count)})
+
+
+def style_scribbles(labels: np.ndarray, n_classes: int, style: str, plane: str = "axial", seed: int = 0,
+                    spacing=(1.0, 1.0, 1.0), direction=None, slices=None, count: int = 10) -> np.ndarray:
+    """Scribbles of a named style (`STYLES`) on dense 3D labels; ``slices`` defaults to the style's."""
+    if style not in STYLES:
+        raise InputError(f"unknown scribble style {style!r}; choose from {', '.join(STYLES)}")
+    labels = np.asarray(labels)
+    eng = slice_engine(labels.shape, direction, plane)
+    slices = list(slices) if slices is not None else style_slices(eng.n_slices, style, count)
+    if style == "skeleton":
+        return make_scribbles(labels, n_classes, slices, plane, seed, kinds=("skeleton",), spacing=spacing,
+                              direction=direction)
+    rng = np.random.default_rng(seed)
+    ring_px = max(2, int(round(6.0 / min(slice_spacing(eng, spacing)))))  # ~6 mm outside the boundary
+    out = np.full(labels.shape, UNLABELLED, dtype=np.uint8)
+    for i in slices:
+        k = eng.check_index(i)
+        lab2 = np.ascontiguousarray(eng.slice(labels, k))
+        eng.put(out, k, annotator_slice(lab2, n_classes, rng, strokes=2 if style == "annotator" else 1,
+                                        ring_px=ring_px))
+    return out

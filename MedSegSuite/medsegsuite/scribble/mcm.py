@@ -1,5 +1,12 @@
-"""Masked context modelling (MCM): hide image patches where the network attends, and ask the
-prediction on the masked image to agree with the prediction on the full image.
+"""Masked context modelling (MCM): hide image patches and ask the prediction on the masked image to
+agree with the prediction on the full image.
+
+Two ways to choose the patches:
+
+* ``scribble`` (`scribble_patch_mask`, the method's and the default): about ``ratio`` (half) of the
+  patches that **carry scribbles** are hidden, drawn at random; a slice without strokes has ``ratio``
+  of all its patches hidden. The network must then infer the annotated structure from its context.
+* ``attention`` (`patch_mask`, the earlier variant, kept for comparison):
 
 Attention map: taken from the network's own **prediction** on the full image (detached), as the
 foreground probability ``1 - p(background)`` (a class-agnostic saliency, available from any
@@ -16,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULTS = {"ratio": 0.3, "patch": 16, "floor": 0.05, "fill": 0.0}
+DEFAULTS = {"ratio": 0.5, "patch": 16, "floor": 0.05, "fill": 0.0}
 
 
 def attention_from_prediction(logits: torch.Tensor) -> torch.Tensor:
@@ -55,3 +62,29 @@ def patch_mask(attention: torch.Tensor, ratio: float = DEFAULTS["ratio"], patch:
 
 def apply_mask(image: torch.Tensor, mask: torch.Tensor, fill: float = DEFAULTS["fill"]) -> torch.Tensor:
     return image * (1 - mask) + fill * mask
+
+
+def scribble_patch_mask(labels: torch.Tensor, ratio: float = DEFAULTS["ratio"], patch: int = DEFAULTS["patch"],
+                        unlabelled: int = 255, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B, H, W] scribble labels -> [B, 1, H, W] float mask hiding ``round(ratio × n)`` of the n
+    patches that carry a stroke (at least one when n > 0); ``ratio`` of all patches where n = 0."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"masking ratio must be in [0, 1], got {ratio}")
+    if patch < 1:
+        raise ValueError(f"patch size must be >= 1, got {patch}")
+    b, h, w = labels.shape
+    gh, gw = math.ceil(h / patch), math.ceil(w / patch)
+    lab = (labels != unlabelled).float()[:, None]
+    lab = F.pad(lab, (0, gw * patch - w, 0, gh * patch - h))
+    carries = F.max_pool2d(lab, patch).reshape(b, gh * gw) > 0
+    u = torch.rand((b, gh * gw), generator=generator, device="cpu").to(labels.device)
+    out = torch.zeros(b, gh * gw, device=labels.device)
+    for i in range(b):
+        pool = carries[i] if carries[i].any() else torch.ones_like(carries[i])
+        n = int(pool.sum())
+        k = min(n, max(1 if ratio > 0 else 0, int(round(ratio * n))))
+        if k:
+            keys = torch.where(pool, u[i], torch.full_like(u[i], -1.0))
+            out[i, keys.topk(k).indices] = 1.0
+    m = out.reshape(b, 1, gh, gw).repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    return m[:, :, :h, :w]

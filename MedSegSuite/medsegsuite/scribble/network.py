@@ -29,16 +29,21 @@ def divisor(cfg: dict) -> int:
     return d
 
 
+def in_channels(cfg: dict) -> int:
+    """Input channels: the slice plus ``context`` neighbours on each side (cards before 2.5D: 1)."""
+    return int(cfg.get("in_channels", 1))
+
+
 def build_network(cfg: dict, n_classes: int):
     from monai.networks.nets import BasicUNet, UNet
 
     if cfg["name"] == "unet":
-        return UNet(spatial_dims=2, in_channels=1, out_channels=n_classes, channels=tuple(cfg["channels"]),
+        return UNet(spatial_dims=2, in_channels=in_channels(cfg), out_channels=n_classes, channels=tuple(cfg["channels"]),
                     strides=tuple(cfg["strides"]), num_res_units=int(cfg["num_res_units"]), norm=cfg["norm"],
                     dropout=float(cfg.get("dropout", 0.0)))
     if cfg["name"] == "basicunet":
         feats = list(cfg["channels"]) + [cfg["channels"][-1]] * (6 - len(cfg["channels"]))
-        return BasicUNet(spatial_dims=2, in_channels=1, out_channels=n_classes, features=tuple(feats[:6]))
+        return BasicUNet(spatial_dims=2, in_channels=in_channels(cfg), out_channels=n_classes, features=tuple(feats[:6]))
     raise CheckpointError(f"unknown network '{cfg['name']}'")
 
 

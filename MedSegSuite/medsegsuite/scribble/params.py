@@ -9,9 +9,14 @@ METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
 # and `losses.DEFAULT_WEIGHTS`; test_scribble checks they agree).
 DEFAULT_SETTINGS = {
     "method": "maco", "plane": "axial", "iterations": 300, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
-    "max_size": 160, "tau": 8.0, "w_cpl": 0.5, "w_mcm": 1.0, "mcm_rampup": 0.2, "mask_ratio": 0.3,
+    "max_size": 160, "tau": 8.0, "w_cpl": 0.5, "w_mcm": 1.0, "mcm_rampup": 0.2, "mask_ratio": 0.5,
     "patch": 16, "seed": 0, "net": None,
+    # scribble geometry used better (docs/results/scribble.md): 2.5D input, image-aware 3D pseudo labels,
+    # MCM on the patches that carry scribbles (the method's masking), slice-consistent probabilities
+    "context": 1, "cpl": "grow3d", "soft_mm": 2.0, "mcm_mask": "scribble", "smooth_slices": 1.0,
 }
+CPL_MODES = ("grow3d", "euclidean2d")
+MCM_MASKS = ("scribble", "attention")
 # Quick per-case mode (train on the current volume's scribbled slices, then segment it): sized to
 # finish a 128³ case in well under 3 minutes on 2 CPU cores (measured in docs/scribble.md).
 QUICK_SETTINGS = {"iterations": 200, "batch": 4, "max_size": 96}
@@ -32,6 +37,16 @@ _SETTING_HELP = {
     "mask_ratio": ("float", "MCM masking ratio", {"range": (0.0, 0.99)}),
     "patch": ("int", "MCM patch size in pixels", {"range": (1, 512)}),
     "seed": ("int", "random seed", {"range": (0, None)}),
+    "context": ("int", "neighbouring slices on each side given to the 2D network as extra channels (2.5D)",
+                {"range": (0, 4)}),
+    "cpl": ("choice", "pseudo labels: grow3d = image-aware, on every slice: Grow from seeds' 3D labels softened over "
+            "soft_mm at their borders; euclidean2d = the paper's decay of the 2D distance to the strokes, scribbled "
+            "slices only", {"choices": CPL_MODES}),
+    "soft_mm": ("float", "grow3d pseudo labels: softening length (mm) across the propagated borders", {"range": (0.1, 100.0)}),
+    "mcm_mask": ("choice", "MCM masks: scribble = about mask_ratio of the patches that carry strokes (the method); "
+                 "attention = where the model predicts foreground", {"choices": MCM_MASKS}),
+    "smooth_slices": ("float", "3D consistency: Gaussian smoothing of class probabilities across slices (sigma in "
+                      "slices, 0 = off) before the argmax", {"range": (0.0, 10.0)}),
     "net": ("dict", "network config overrides (name unet|basicunet, channels, strides, ...)", {"cli": False}),
 }
 
@@ -62,3 +77,4 @@ MODEL = Param("model", "model", None, "scribble model: registry id (a checkpoint
 TRAIN_PARAMS = [CLASSES, UNLABELLED_P, INIT_MODEL, CASE_GEOMETRY, *setting_params()]
 QUICK_PARAMS = [CLASSES, UNLABELLED_P, INIT_MODEL, CASE_GEOMETRY, KEEP_LARGEST, *setting_params(QUICK_SETTINGS)]
 SEGMENT_PARAMS = [MODEL, KEEP_LARGEST]
+GROW_PARAMS = [CLASSES, UNLABELLED_P]

@@ -93,3 +93,9 @@ def pad_to(a: np.ndarray, shape, value) -> np.ndarray:
 
 def round_up(n: int, k: int) -> int:
     return ((int(n) + k - 1) // k) * k
+
+
+def context_indices(k: int, n: int, context: int) -> list[int]:
+    """Slice ``k`` and ``context`` neighbours on each side (clamped at the volume's ends): the 2.5D
+    input channels, in the same order in training and inference."""
+    return [min(n - 1, max(0, k + o)) for o in range(-int(context), int(context) + 1)]

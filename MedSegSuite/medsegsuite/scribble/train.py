@@ -19,10 +19,10 @@ from . import mcm as mcm_mod
 from .cpl import continuous_pseudo_labels
 from .labels import UNLABELLED, validate_scribbles
 from .losses import consistency, mcm_weight, partial_ce, soft_ce
-from .network import ARCHITECTURE, build_network, divisor, net_config
+from .network import ARCHITECTURE, build_network, divisor, in_channels, net_config
 from .params import DEFAULT_SETTINGS, METHODS, QUICK_SETTINGS, SETTINGS_SCHEMA  # noqa: F401  (re-exported)
-from .preprocess import (FRAME, normalise, pad_to, resize_image, resize_labels, round_up, slice_engine,
-                         slice_spacing, work_shape)
+from .preprocess import (FRAME, context_indices, normalise, pad_to, resize_image, resize_labels, round_up,
+                         slice_engine, slice_spacing, work_shape)
 
 
 @dataclass
@@ -46,41 +46,82 @@ def settings_with(overrides: dict | None = None, base: dict | None = None) -> di
     return SETTINGS_SCHEMA.validate(merged, "scribble settings")
 
 
+def grow_soft_labels(image: np.ndarray, labels: np.ndarray, spacing, n_classes: int, soft_mm: float) -> np.ndarray:
+    """[C, i, j, k] image-aware pseudo labels on every voxel: Grow from seeds' 3D labels from the
+    strokes (`growcut`), softened across their borders: ``softmax_c(-d_c / soft_mm)`` with ``d_c``
+    the distance (mm) to the voxels grown into class c (0 inside them), so a voxel deep in a region
+    is one-hot and a border voxel is shared. Voxels outside the seeds' box are background (the
+    strokes' extent bounds where the structures can be). Called on the slice engine's canonical
+    arrays, so the result does not depend on the storage order."""
+    from scipy import ndimage
+
+    from .growcut import grow_from_seeds
+
+    grown = grow_from_seeds(image, labels, n_classes, spacing)
+    d = np.stack([ndimage.distance_transform_edt(grown != c, sampling=spacing).astype(np.float32)
+                  if np.any(grown == c) else np.full(grown.shape, np.inf, np.float32) for c in range(n_classes)])
+    logits = -d / float(soft_mm)
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return (e / e.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
 def _prepare(cases: list[TrainCase], n_classes: int, s: dict, div: int):
-    """Scribbled slices (of the plane, through the slice engine) of every case at working resolution,
-    padded to one common size."""
-    imgs, labs, spacings = [], [], []
+    """Training slices (of the plane, through the slice engine) of every case at working resolution,
+    padded to one common size: ``x`` [N, 2·context+1, H, W], scribbles ``y`` [N, H, W], soft labels
+    [N, C, H, W] (or None) and the valid-pixel mask. ``cpl='euclidean2d'``: the scribbled slices with
+    the paper's CPL; ``grow3d``: every slice, with `grow_soft_labels`."""
     import torch
 
+    imgs, labs, softs = [], [], []
+    grow = s["cpl"] == "grow3d" and s["method"] in ("maco", "pce+cpl")
+    ctx = int(s["context"])
     for n, case in enumerate(cases):
         if case.image.shape != case.labels.shape:
             raise InputError(f"case {n + 1}: scribbles have shape {case.labels.shape}, image {case.image.shape}")
         eng = slice_engine(case.image.shape, case.direction, s["plane"])
-        vol = eng.canonical(normalise(case.image))
-        lab = eng.canonical(case.labels)
-        lab, vol = np.moveaxis(lab, eng.axis, 0), np.moveaxis(vol, eng.axis, 0)
+        vol = np.moveaxis(eng.canonical(normalise(case.image)), eng.axis, 0)
+        lab = np.moveaxis(eng.canonical(case.labels), eng.axis, 0)
+        soft3 = None
+        if grow:
+            sp_c = tuple(float(case.spacing[eng.perm[d]]) for d in range(3))
+            soft3 = grow_soft_labels(np.ascontiguousarray(eng.canonical(case.image)),
+                                     np.ascontiguousarray(eng.canonical(case.labels)), sp_c, n_classes,
+                                     float(s["soft_mm"]))
+            soft3 = np.moveaxis(soft3, eng.axis + 1, 0)  # [k, C, h, w]
         sp2 = slice_spacing(eng, case.spacing)
-        idx = [i for i in range(lab.shape[0]) if np.any(lab[i] != UNLABELLED)]
-        for i in idx:
+        scribbled = [i for i in range(lab.shape[0]) if np.any(lab[i] != UNLABELLED)]
+        for i in (range(lab.shape[0]) if grow else scribbled):
             ws = work_shape(lab[i].shape, s["max_size"])
-            img = resize_image(torch.from_numpy(np.ascontiguousarray(vol[i]))[None, None], ws)[0, 0].numpy()
+            x = torch.from_numpy(np.ascontiguousarray(vol[context_indices(i, vol.shape[0], ctx)]))[None]
+            img = resize_image(x, ws)[0].numpy()
             lb = resize_labels(lab[i], n_classes, ws, UNLABELLED)
-            if not np.any(lb != UNLABELLED):
-                continue
+            if grow:
+                sf = resize_image(torch.from_numpy(np.ascontiguousarray(soft3[i]))[None], ws)[0].numpy()
+                onehot = np.eye(n_classes, dtype=np.float32)[np.clip(lb, 0, n_classes - 1)].transpose(2, 0, 1)
+                sf = np.where((lb != UNLABELLED)[None], onehot, sf)  # on a stroke the label is the stroke's
+            elif s["method"] in ("maco", "pce+cpl"):
+                if not np.any(lb != UNLABELLED):
+                    continue
+                spacing = (sp2[0] * lab[i].shape[0] / ws[0], sp2[1] * lab[i].shape[1] / ws[1])
+                sf = continuous_pseudo_labels(lb, n_classes, spacing, float(s["tau"]))
+            else:
+                if not np.any(lb != UNLABELLED):
+                    continue
+                sf = None
             imgs.append(img)
             labs.append(lb)
-            spacings.append((sp2[0] * lab[i].shape[0] / ws[0], sp2[1] * lab[i].shape[1] / ws[1]))
+            softs.append(sf)
     if not imgs:
         raise InputError(f"no {s['plane']} slice holds a scribble")
-    H = round_up(max(a.shape[0] for a in imgs), div)
-    W = round_up(max(a.shape[1] for a in imgs), div)
+    H = round_up(max(a.shape[-2] for a in imgs), div)
+    W = round_up(max(a.shape[-1] for a in imgs), div)
     fill = [float(a.min()) for a in imgs]
-    x = np.stack([pad_to(a, (H, W), f) for a, f in zip(imgs, fill)])[:, None].astype(np.float32)
-    valid = np.stack([pad_to(np.ones(a.shape, bool), (H, W), False) for a in imgs])
+    x = np.stack([pad_to(a, (H, W), f) for a, f in zip(imgs, fill)]).astype(np.float32)
+    valid = np.stack([pad_to(np.ones(a.shape, bool), (H, W), False) for a in labs])
     y = np.stack([pad_to(a, (H, W), UNLABELLED) for a in labs])
     soft = None
-    if s["method"] in ("maco", "pce+cpl"):
-        soft = np.stack([continuous_pseudo_labels(lb, n_classes, sp, float(s["tau"])) for lb, sp in zip(y, spacings)])
+    if softs[0] is not None:
+        soft = np.stack([pad_to(a, (H, W), 0.0) for a in softs]).astype(np.float32)
         soft *= valid[:, None]
     return x, y, soft, valid
 
@@ -99,13 +140,14 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
         if s["method"] != "full":
             labels = validate_scribbles(labels, len(classes), image_shape=case.image.shape, classes=classes)
         case.labels = np.asarray(labels, dtype=np.uint8)
-    cfg = net_config(s["net"])
+    cfg = net_config({**(s["net"] or {}), "in_channels": 1 + 2 * int(s["context"])})
     if init is not None:
         init_sd, init_card = init
         if list(init_card.get("classes", [])) != list(classes):
             raise InputError(f"the starting model segments {init_card.get('classes')}, the scribbles name "
                              f"{classes}; re-train from scratch or use the same class names")
         cfg = net_config(init_card.get("net"))
+        s["context"] = (in_channels(cfg) - 1) // 2  # the model's own input decides
     torch.manual_seed(int(s["seed"]))
     gen = torch.Generator().manual_seed(int(s["seed"]))
     rng = np.random.default_rng(int(s["seed"]))
@@ -155,8 +197,11 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
             loss = loss + float(s["w_cpl"]) * l_cpl
             parts["cpl"] = float(l_cpl.detach())
         if use_mcm:
-            att = mcm_mod.attention_from_prediction(logits)
-            m = mcm_mod.patch_mask(att, float(s["mask_ratio"]), int(s["patch"]), generator=gen)
+            if s["mcm_mask"] == "scribble":
+                m = mcm_mod.scribble_patch_mask(yb, float(s["mask_ratio"]), int(s["patch"]), UNLABELLED, gen)
+            else:
+                att = mcm_mod.attention_from_prediction(logits)
+                m = mcm_mod.patch_mask(att, float(s["mask_ratio"]), int(s["patch"]), generator=gen)
             logits_m = net(mcm_mod.apply_mask(xb, m))
             l_mcm = consistency(logits_m, logits)
             w = mcm_weight(it, iters, float(s["w_mcm"]), float(s["mcm_rampup"]))
@@ -174,6 +219,7 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
     net.eval()
     card = {
         "classes": list(classes), "net": cfg, "plane": s["plane"], "frame": FRAME, "max_size": s["max_size"],
+        "context": int(s["context"]), "smooth_slices": float(s["smooth_slices"]),
         "method": s["method"], "settings": {k: v for k, v in s.items() if k != "net"},
         "training": {"slices": int(len(x)), "cases": len(cases), "seconds": round(time.time() - t0, 1),
                      "loss_every_10": history, "continued": init is not None},
