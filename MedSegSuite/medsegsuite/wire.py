@@ -143,15 +143,20 @@ def _int_list(v, what: str, name: str, ndim_max: int) -> list[int]:
     return v
 
 
-def _decode_one(entry: dict, body: memoryview, base: int, limits: Limits, check_finite: bool) -> np.ndarray:
+def _checked_entry(entry, limits: Limits) -> tuple[str, str, list]:
+    """(name, dtype, shape) of an array entry, each checked before anything is allocated."""
     if not isinstance(entry, dict):
         raise InputError("malformed array entry in the payload header")
     name = str(entry.get("name", "?"))
     dtype = entry.get("dtype")
     if dtype not in ALLOWED_DTYPES:
         raise InputError(f"array '{name}' has dtype {dtype!r}; allowed: {', '.join(sorted(ALLOWED_DTYPES))}")
+    return name, dtype, _int_list(entry.get("shape"), "shape", name, limits.max_ndim)
+
+
+def _decode_one(entry: dict, body: memoryview, base: int, limits: Limits, check_finite: bool) -> np.ndarray:
+    name, dtype, shape = _checked_entry(entry, limits)
     dt = np.dtype(dtype).newbyteorder("<") if dtype != "bool" else np.dtype(bool)
-    shape = _int_list(entry.get("shape"), "shape", name, limits.max_ndim)
     n = math.prod(shape)
     nbytes = n * dt.itemsize
     if nbytes > limits.max_array_bytes:
@@ -251,13 +256,7 @@ def read_header(body: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[dict, lis
 
 def declared_bytes(entry, limits: Limits = DEFAULT_LIMITS) -> int:
     """The decompressed size an array entry declares (checked: dtype, shape)."""
-    if not isinstance(entry, dict):
-        raise InputError("malformed array entry in the payload header")
-    name = str(entry.get("name", "?"))
-    dtype = entry.get("dtype")
-    if dtype not in ALLOWED_DTYPES:
-        raise InputError(f"array '{name}' has dtype {dtype!r}; allowed: {', '.join(sorted(ALLOWED_DTYPES))}")
-    shape = _int_list(entry.get("shape"), "shape", name, limits.max_ndim)
+    _, dtype, shape = _checked_entry(entry, limits)
     return math.prod(shape) * np.dtype(dtype).itemsize
 
 

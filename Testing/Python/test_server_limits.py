@@ -9,7 +9,6 @@ import threading
 import time
 import zlib
 
-import httpx
 import numpy as np
 import pytest
 from medsegsuite import protocol as P
@@ -20,6 +19,7 @@ from medsegsuite.errors import InputError
 from medsegsuite.server import ServerConfig, start_in_thread
 from medsegsuite.server.users import UserStore
 from medsegsuite.volume import Volume
+from server_http import raw  # noqa: E402
 
 _release = threading.Event()
 
@@ -62,16 +62,7 @@ def srv(keys):
     s.stop()
 
 
-_HTTP = httpx.Client()  # one client: building one per request costs ~0.3 s on a loaded machine
-
-
-def _raw(srv, method, path, key=None, session=None, **kw):
-    headers = kw.pop("headers", {})
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if session:
-        headers[P.SESSION_HEADER] = session
-    return _HTTP.request(method, srv.url + P.PREFIX + path, headers=headers, timeout=30, **kw)
+_raw = raw
 
 
 @functools.lru_cache(maxsize=4)

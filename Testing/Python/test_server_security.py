@@ -18,6 +18,7 @@ from medsegsuite.errors import InputError
 from medsegsuite.server import ServerConfig, start_in_thread
 from medsegsuite.server.users import UserStore
 from medsegsuite.volume import Volume
+from server_http import raw  # noqa: E402
 
 _ran = []
 
@@ -64,16 +65,7 @@ def _client(srv, key, **kw):
     return RemoteBackend(srv.url, api_key=key, heartbeat=False, **kw)
 
 
-_HTTP = httpx.Client()  # one client: building one per request costs ~0.3 s on a loaded machine
-
-
-def _raw(srv, method, path, key=None, session=None, **kw):
-    headers = kw.pop("headers", {})
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if session:
-        headers[P.SESSION_HEADER] = session
-    return _HTTP.request(method, srv.url + P.PREFIX + path, headers=headers, timeout=30, **kw)
+_raw = raw
 
 
 # -- 1. no file-system path crosses the API -------------------------------------------------------
