@@ -104,11 +104,14 @@ class Panel:
 
     def undo(self) -> None:
         seg = self.app.segmentation_node()
-        if seg is not None and self.logic.undo(seg):
+        try:
+            done = seg is not None and self.logic.undo(seg)
+        except Exception as e:  # noqa: BLE001 - e.g. refused after an edit made since: say why, change nothing
+            self.set(status=f"Not undone: {e}")
+            return
+        if done:
             self.app.segments_changed()
-            self.set(status="Undone")
-        else:
-            self.set(status="Nothing to undo")
+        self.set(status="Undone" if done else "Nothing to undo")
 
     # -- widgets --------------------------------------------------------------------------------
     def common_widgets(self) -> None:
