@@ -160,6 +160,8 @@ class CoSAMPanel(Panel):
     def place(self, sign: str) -> None:
         """Start placing one +/- point in the slice views (the next click in a view places it)."""
         self._pending_sign = "-" if sign == "-" else "+"
+        # the click places a point and nothing else: no Segment Editor effect (a paint stroke) may take it
+        self.app.slicer_app.segmentation_editor.deactivate_effect()
         self.app.slicer_app.markups_logic.place_node(self.points_node(), False)
         self.set(status=f"Click in a slice view to place a {'negative' if sign == '-' else 'positive'} point")
 
