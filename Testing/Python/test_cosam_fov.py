@@ -56,21 +56,31 @@ def test_when_a_slice_differs_from_the_model_and_bad_windows():
         tiling((100, 100), (1.0, 1.0), 2.0, 64).paste(np.zeros((1, 32, 32)))
 
 
-def test_liver_found_in_a_field_of_view_twice_the_training_crop(lits, backend):
-    """LiTS-117 placed in the corner of a 51 cm field of view of air (2 mm pixels, 256²): the model
-    sees the liver at its training scale again (same-case: the shipped model trained on these slices'
-    neighbours; the point is the framing, which it never saw)."""
-    from medsegsuite.engine.interface import run_job
-    from medsegsuite.metrics import slice_dice
-    from medsegsuite.volume import SliceEngine, Volume
+PICKS = [52, 68, 84, 100]
+
+
+@pytest.fixture(scope="module")
+def wide(lits):
+    """LiTS-117 placed in the corner of a 51 cm field of view of air (2 mm pixels, 256²)."""
+    from medsegsuite.volume import Volume
 
     ct, ref = lits
     big = np.full((256, 256, 128), -1024.0, np.float32)
     big[100:228, 20:148] = ct.array
     lab = np.zeros(big.shape, bool)
     lab[100:228, 20:148] = ref.masks["liver"]
-    vol = Volume(big, ct.spacing, ct.origin, ct.direction)
-    picks = [44, 52, 60, 68, 76, 84, 92, 100]
+    return Volume(big, ct.spacing, ct.origin, ct.direction), lab
+
+
+def test_liver_found_in_a_field_of_view_twice_the_training_crop(wide, backend):
+    """The model sees the liver at its training scale again (same-case: the shipped model trained on
+    these slices' neighbours; the point is the framing, which it never saw)."""
+    from medsegsuite.engine.interface import run_job
+    from medsegsuite.metrics import slice_dice
+    from medsegsuite.volume import SliceEngine
+
+    vol, lab = wide
+    picks = PICKS
     eng = SliceEngine.for_volume(vol, "axial")
     refs = eng.stack(lab, picks)
     scores = {}
@@ -85,6 +95,7 @@ def test_liver_found_in_a_field_of_view_twice_the_training_crop(lits, backend):
             rows, cols = np.nonzero(eng.stack(lab, picks).any(0))
             assert abs(info["centre"][0] - (rows.min() + rows.max()) / 2) < 32
             assert abs(info["centre"][1] - (cols.min() + cols.max()) / 2) < 32
+    print("field of view scores", scores)
     assert scores["model"] >= 0.85, scores
     assert scores["model"] >= scores["slice"] + 0.05, scores
 
@@ -96,3 +107,32 @@ def test_field_of_view_model_refuses_clicks(lits, backend):
     with pytest.raises((InputError, JobFailed), match="prompt-free"):
         run_job(backend, "cosam.segment", ct, {"model": "liver", "slices": [60], "field_of_view": "model"},
                 {"points": np.array([[60.0, 60.0, 60, 1]])})
+
+
+def test_a_click_continues_in_the_sessions_window(wide, backend):
+    """After a windowed cosam.segment, a click is mapped into the same window (its embedding is reused)
+    and only the clicked slice changes; a click outside the window is a clear error."""
+    from medsegsuite.engine.interface import JobFailed, run_job
+    from medsegsuite.volume import SliceEngine
+
+    vol, lab = wide
+    eng = SliceEngine.for_volume(vol, "axial")
+    r = run_job(backend, "cosam.segment", vol, {"model": "liver", "slices": PICKS, "field_of_view": "model",
+                                                "iterations": 2, "session": "fov"})
+    before = r.masks["liver"]
+    k = PICKS[1]
+    miss = eng.slice(lab, k) & ~eng.slice(before, k)
+    target = miss if miss.any() else eng.slice(lab, k)
+    y, x = np.argwhere(target)[len(np.argwhere(target)) // 2]
+    c = run_job(backend, "cosam.click", vol, {"session": "fov"}, {"points": np.array([[x, y, k, 1]], float)})
+    assert c.info["encoder_calls"] == r.info["encoder_calls"]  # the window's embedding was cached
+    (off, crop), = c.crops.values()
+    after = before.copy()
+    sl = tuple(slice(o, o + n) for o, n in zip(off, crop.shape))
+    after[sl] = crop
+    assert eng.slice(after, k)[y, x]  # the + click is inside the result
+    for other in PICKS:
+        if other != k:
+            assert np.array_equal(eng.slice(after, other), eng.slice(before, other))
+    with pytest.raises((InputError, JobFailed), match="outside the window"):
+        run_job(backend, "cosam.click", vol, {"session": "fov"}, {"points": np.array([[250.0, 5.0, k, 0]])})

@@ -28,7 +28,7 @@ from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
 from .calibrate import calibration_split
 from .pipeline import correct_slices, error_maps, segment_volume
-from .windows import segment_windowed, training_geometry
+from .windows import click_in_window, segment_windowed, training_geometry
 
 
 def cosam_predictor(ctx, backbone_name: str, checkpoint=None, encoder: str = "auto") -> SlicePredictor:
@@ -104,7 +104,7 @@ def segment(ctx, image, params, inputs):
         out = segment_windowed(net, pred, arr, image_id, engine, indices, window, pixel_mm, geometry,
                                params["iterations"], params["k_points"], params["roi"], keep_rounds=keep_rounds,
                                progress=ctx.progress, check_cancelled=ctx.check_cancelled,
-                               extent_step=params["extent_step"])
+                               extent_step=params["extent_step"], keep_errors=bool(params["session"]))
     else:
         out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
                              params["k_points"], clicks, None if start is None else np.asarray(start, bool),
@@ -126,7 +126,7 @@ def segment(ctx, image, params, inputs):
                  window=window, k_points=params["k_points"],
                  mask=out["final"].copy(), segmented=set(info["slices"]),
                  clicks={k: [(float(x), float(y), int(lab)) for (x, y), lab in zip(*v)] for k, v in clicks.items()},
-                 per_slice=dict(info["per_slice"]), errors=out["errors"])
+                 per_slice=dict(info["per_slice"]), errors=out["errors"], fov=out.get("window_session"))
         info["session"] = params["session"]
     return JobResult(masks={structure: out["final"]}, arrays=arrays, info=info)
 
@@ -186,10 +186,14 @@ def click(ctx, image, params, inputs):
     start = {k: engine.slice(s["mask"], k) for k in slices if k in s["segmented"]}
     known = {k: s["errors"][k] for k in slices if k in s["errors"]}
     t1 = time.perf_counter()
-    out = correct_slices(net, pred, image.array, s["cache_id"], engine, slices, s["window"],
-                         params["iterations"], params["k_points"] if params["k_points"] is not None else s["k_points"],
-                         clicks, start, keep_rounds=False, check_cancelled=ctx.check_cancelled,
-                         start_errors=known, keep_errors=True)
+    k_points = params["k_points"] if params["k_points"] is not None else s["k_points"]
+    if s.get("fov"):  # the session segmented in the model's window: click there too
+        out = click_in_window(net, pred, image.array, engine, s["fov"], slices, clicks, start, known, s["window"],
+                              params["iterations"], k_points, ctx.check_cancelled)
+    else:
+        out = correct_slices(net, pred, image.array, s["cache_id"], engine, slices, s["window"],
+                             params["iterations"], k_points, clicks, start, keep_rounds=False,
+                             check_cancelled=ctx.check_cancelled, start_errors=known, keep_errors=True)
     t2 = time.perf_counter()
     s["clicks"].update(merged)  # the session changes only once the slices are recomputed
     for k in slices:

@@ -20,6 +20,7 @@ import hashlib
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
 from ..volume import SliceEngine
 from ..volume.fov import centred, tiling
 from .pipeline import correct_slices, segment_volume
@@ -74,7 +75,7 @@ def locate(model, predictor, array, image_id, engine, indices, window, pixel_mm,
 
 def segment_windowed(model, predictor, array, image_id, engine, indices, window, pixel_mm, geometry,
                      rounds: int = 4, k_points: int = 5, roi=None, keep_rounds: bool = True, progress=None,
-                     check_cancelled=None, extent_step: int = 4) -> dict:
+                     check_cancelled=None, extent_step: int = 4, keep_errors: bool = False) -> dict:
     """:func:`~medsegsuite.cosam.pipeline.segment_volume`'s dict for slices seen in the model's own field of
     view (see the module doc); ``info["field_of_view"]`` says what was done."""
     progress = progress or (lambda f, m: None)
@@ -104,7 +105,7 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
     out = segment_volume(model, predictor, vol, _window_id(image_id, win, indices), weng, range(weng.n_slices),
                          window, rounds, k_points, keep_rounds=keep_rounds,
                          progress=lambda f, m: progress(0.3 + 0.7 * f, m), check_cancelled=check_cancelled,
-                         extent_step=extent_step)
+                         extent_step=extent_step, keep_errors=keep_errors)
 
     def back(wvol):
         slices = {k: win.paste(weng.slice(wvol, j)[None].astype(np.float32)) > 0.5 for j, k in enumerate(indices)}
@@ -122,5 +123,42 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
                 ext[key] = indices[ext[key]]
         info["extent"] = ext
     info["field_of_view"] = {**fov, "window_origin": list(win.origins[0])}
+    # a session continues in the same window: its spec, and error maps keyed by input slice
+    session = {"windows": win, "indices": indices, "window_id": _window_id(image_id, win, indices)}
     return {"final": final, "rounds": vols, "info": info, "slices2d": final2d, "timings": out["timings"],
-            "errors": {}}
+            "errors": {indices[j]: e for j, e in (out.get("errors") or {}).items()}, "window_session": session}
+
+
+def click_in_window(model, predictor, array, engine, session: dict, slices, clicks, start, known_errors, window,
+                    rounds: int, k_points: int, check_cancelled=None) -> dict:
+    """:func:`correct_slices` for a click on a session that ``segment_windowed`` started: the clicks and the
+    start masks go into the session's window (cached embeddings are reused), the results come back onto
+    the input slices. Returns correct_slices' dict keyed by input slice."""
+    win, indices = session["windows"], session["indices"]
+    pos = {k: j for j, k in enumerate(indices)}
+    missing = [k for k in slices if k not in pos]
+    if missing:
+        raise InputError(f"slices {missing} were not segmented in this session's window: run cosam.segment on them")
+    vol = np.zeros((win.size, win.size, len(indices)), np.float32)
+    for k in slices:
+        vol[:, :, pos[k]] = win.cut(engine.slice(array, k))[0]
+    weng = SliceEngine(vol.shape, LPS, "axial")
+    (r0, c0), (sr, sc) = win.origins[0], win.scale
+    wclicks = {}
+    for k, (pts, labs) in clicks.items():
+        p = np.asarray(pts, np.float64).reshape(-1, 2)
+        u = np.stack([(p[:, 0] + 0.5) / sc - 0.5 - c0, (p[:, 1] + 0.5) / sr - 0.5 - r0], 1)
+        if (u < -0.5).any() or (u > win.size - 0.5).any():
+            raise InputError("a click lies outside the window the model segments in (its training field of view "
+                             "around the structure); run cosam.segment with field_of_view='slice' to click anywhere")
+        wclicks[pos[k]] = (u.astype(np.float32), labs)
+    wstart = {pos[k]: win.cut(m.astype(np.float32), fill=0.0)[0] > 0.5 for k, m in start.items()}
+    out = correct_slices(model, predictor, vol, session["window_id"], weng, [pos[k] for k in slices], window, rounds,
+                         k_points, wclicks, wstart, keep_rounds=False, check_cancelled=check_cancelled,
+                         start_errors={pos[k]: e for k, e in known_errors.items()}, keep_errors=True)
+    back = {indices[j]: win.paste(m[None].astype(np.float32)) > 0.5 for j, m in out["final"].items()}
+    out["final"] = back
+    out["errors"] = {indices[j]: e for j, e in out["errors"].items()}
+    out["pending_errors"] = {indices[j]: e for j, e in out["pending_errors"].items()}
+    out["info"]["per_slice"] = {indices[j]: v for j, v in out["info"]["per_slice"].items()}
+    return out
