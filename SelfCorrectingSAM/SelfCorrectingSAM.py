@@ -72,6 +72,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
     rounds_structure = None  # the segment they belong to
     _review = None           # (geometry, overwrite) of the last result, to write a reviewed round
     _session = None          # the backend session of the last result: name, image, model, structure, mask
+    field_of_view = None     # how the last full result framed the image for the model (cosam/windows.py)
 
     def model_structure(self, model: str) -> str:
         """The structure a registered CoSAM model segments (its id otherwise). Read from the panel's
@@ -185,6 +186,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
             s["sent"] |= self._pending_rows
             self.rounds = None  # the review slider shows full results only
             return written
+        self.field_of_view = result.info.get("field_of_view")
         name = result.info.get("structure") or next(iter(result.masks))
         keys = sorted((k for k in result.arrays if k.startswith(f"{name}_round")),
                       key=lambda k: int(k.rsplit("round", 1)[1]))
@@ -198,6 +200,18 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
                              "node": volume_node.GetID(), "model": result.info.get("model"), "structure": name,
                              "mask": np.asarray(result.masks[name], bool), "sent": set(self._pending_rows)}
         return written
+
+    def field_of_view_text(self) -> str:
+        """How the last run framed the image for the model, in words ('' when it saw the slices whole)."""
+        f = getattr(self, "field_of_view", None) or {}
+        if not f:
+            return ""
+        if f.get("centre") is None:
+            return f"Field of view: {f.get('note', 'the model found nothing in any window')}."
+        side = f["window_px"] * f["model_pixel_mm"] / 10.0
+        px = " × ".join(f"{p:g}" for p in f["pixel_mm"])
+        return (f"Field of view: image pixels {px} mm resampled to the model's {f['model_pixel_mm']:g} mm; segmented in "
+                f"a {side:.1f} cm window centred by {f['from']}.")
 
     def show_round(self, t: int):
         """Put round ``t`` (0 = coarse) of the last result into its segment. Not a new undo step:
@@ -327,6 +341,8 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
             self.ui.roundSlider.value = last
             self.ui.roundSlider.blockSignals(False)
             self.ui.roundLabel.text = f"round {last} of {last} (final)"
+        if runner.phase.value == "done" and self.logic.field_of_view_text():
+            self.ui.statusLabel.text += "  " + self.logic.field_of_view_text()
         self.updateButtons()
 
     def resetLogicState(self):

@@ -59,6 +59,25 @@ def test_when_a_slice_differs_from_the_model_and_bad_windows():
 PICKS = [52, 68, 84, 100]
 
 
+def _panel_logic():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import test_mrml_shared_layers  # noqa: F401 (puts slicer-core's `slicer` and the Lib on the path)
+
+    path = str(Path(__file__).resolve().parents[2] / "SelfCorrectingSAM")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("SelfCorrectingSAM").SelfCorrectingSAMLogic(backend_provider=lambda: None)
+
+
+def _with_fov(fov):
+    logic = _panel_logic()
+    logic.field_of_view = fov
+    return logic
+
+
 @pytest.fixture(scope="module")
 def wide(lits):
     """LiTS-117 placed in the corner of a 51 cm field of view of air (2 mm pixels, 256²)."""
@@ -90,7 +109,7 @@ def test_liver_found_in_a_field_of_view_twice_the_training_crop(wide, backend):
         scores[fov] = float(np.mean(slice_dice(eng.stack(r.masks["liver"], picks), refs)))
         if fov == "model":
             info = r.info["field_of_view"]
-            assert info["from"] == "coarse head on tiled windows" and info["windows"] == 9
+            assert info["from"] == "the coarse head on tiled windows" and info["windows"] == 9
             # the window found is centred within a quarter window of the liver's own box centre
             rows, cols = np.nonzero(eng.stack(lab, picks).any(0))
             assert abs(info["centre"][0] - (rows.min() + rows.max()) / 2) < 32
@@ -120,6 +139,8 @@ def test_a_click_continues_in_the_sessions_window(wide, backend):
     r = run_job(backend, "cosam.segment", vol, {"model": "liver", "slices": PICKS, "field_of_view": "model",
                                                 "iterations": 2, "session": "fov"})
     before = r.masks["liver"]
+    text = _with_fov(r.info["field_of_view"]).field_of_view_text()
+    assert "resampled to the model's 2 mm" in text and "25.6 cm window" in text  # what the panel's status says
     k = PICKS[1]
     miss = eng.slice(lab, k) & ~eng.slice(before, k)
     target = miss if miss.any() else eng.slice(lab, k)

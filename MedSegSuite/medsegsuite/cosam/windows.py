@@ -86,11 +86,11 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
         lo, hi = engine.canonical_roi(roi)
         rest = [d for d in range(3) if d != engine.axis]
         centre = ((lo[rest[0]] + hi[rest[0]] - 1) / 2.0, (lo[rest[1]] + hi[rest[1]] - 1) / 2.0)
-        found = {"centre": centre, "from": "roi"}
+        found = {"centre": centre, "from": "the ROI"}
     else:
         found = locate(model, predictor, array, image_id, engine, indices, window, pixel_mm, geometry,
                        max(1, extent_step), lambda f, m: progress(0.3 * f, f"locating: {m}"), check_cancelled)
-        found["from"] = "coarse head on tiled windows"
+        found["from"] = "the coarse head on tiled windows"
     fov = {"pixel_mm": [round(float(p), 3) for p in pixel_mm], "model_pixel_mm": target_mm, "window_px": size,
            **{k: v for k, v in found.items() if k != "centre"},
            "centre": None if found["centre"] is None else [round(float(c), 1) for c in found["centre"]]}
