@@ -11,6 +11,8 @@ Passes routed (:data:`PASSES`), each its own file:
   tokens (points/box through the prompt encoder's Fourier features) stay in PyTorch: they are tiny.
 - ``coarse``: embedding -> prompt-free coarse-head logits.
 - ``errors``: (embedding, mask) -> error-decoder logits.
+- ``score``: (embedding, sparse tokens of the mask's box, mask) -> SAM's IoU-head score (the loop's
+  second judge, :meth:`CoSAM.mask_score`).
 
 Routes: ``onnx`` and ``fp32`` (the PyTorch modules, the user's fallback); ``auto`` (the default) is
 ``onnx`` on a CPU when ONNX Runtime imports, else ``fp32`` (also on CUDA/MPS and for the tiny test
@@ -38,7 +40,7 @@ from ..sam.encoder_routes import (_versions, cache_root, load_or_build, onnxrunt
 
 log = logging.getLogger(__name__)
 
-PASSES = ("prompted", "coarse", "errors")
+PASSES = ("prompted", "coarse", "errors", "score")
 
 
 class _Pass(nn.Module):
@@ -66,8 +68,14 @@ class _Errors(_Pass):
         return self.m.error_decoder(embedding, self.m.mask_dense(mask), mask)
 
 
-_INPUTS = {"prompted": ("embedding", "sparse", "mask"), "coarse": ("embedding",), "errors": ("embedding", "mask")}
-_WRAPPERS = {"prompted": _Prompted, "coarse": _Coarse, "errors": _Errors}
+class _Score(_Pass):
+    def forward(self, embedding, sparse, mask):
+        return self.m.transformer(embedding, sparse, self.m.mask_dense(mask), with_iou=True)[2]
+
+
+_INPUTS = {"prompted": ("embedding", "sparse", "mask"), "coarse": ("embedding",), "errors": ("embedding", "mask"),
+           "score": ("embedding", "sparse", "mask")}
+_WRAPPERS = {"prompted": _Prompted, "coarse": _Coarse, "errors": _Errors, "score": _Score}
 
 
 def _examples(model, name: str, batch: int = 1, tokens: int = 3, seed: int = 0) -> tuple:
@@ -79,7 +87,7 @@ def _examples(model, name: str, batch: int = 1, tokens: int = 3, seed: int = 0) 
     S = model.low_res
     mask = (torch.rand(batch, 1, S, S, generator=g) > 0.5).float()
     sparse = torch.randn(batch, tokens, pe.embed_dim, generator=g)
-    return {"prompted": (emb, sparse, mask), "coarse": (emb,), "errors": (emb, mask)}[name]
+    return {"prompted": (emb, sparse, mask), "coarse": (emb,), "errors": (emb, mask), "score": (emb, sparse, mask)}[name]
 
 
 def auto_decoder_route(device: str = "cpu", backbone_name: str = "") -> str:
@@ -114,7 +122,7 @@ def pass_file(model, name: str, tag: str | None = None) -> Path:
 def _export(model, name: str, path: Path):
     inputs = _INPUTS[name]
     dyn = {k: {0: "batch"} for k in inputs}
-    if name == "prompted":
+    if "sparse" in inputs:
         dyn["sparse"] = {0: "batch", 1: "tokens"}
     dyn["logits"] = {0: "batch"}
     with torch.inference_mode(), warnings.catch_warnings():

@@ -124,6 +124,10 @@ class CoSAM(nn.Module):
         from .prompts import largest_component_box
 
         prompts = [Prompt(box=largest_component_box(m[0].numpy() > 0.5)) for m in mask.cpu()]
+        if (r := self._route("score", emb)) is not None:
+            sparse = self._sparse(prompts, emb.device)
+            if sparse.shape[1]:
+                return r(emb, sparse, mask)
         return self.transformer(emb, self._sparse(prompts, emb.device), self.mask_dense(mask), with_iou=True)[2]
 
     def coarse_features(self, emb):
