@@ -213,8 +213,9 @@ def main(argv=None):
         *([f"**Whole volume, EXTRAPOLATED (not measured)**: this run segmented {n} of {eng.n_slices} slices. At the "
            f"same per-slice cost (encoder + loop {(e2e['encoder_s'] + e2e['loop_s']) / n:.2f} s a slice at this "
            f"load), all {eng.n_slices} slices would take ~{(e2e['encoder_s'] + e2e['loop_s']) / n * eng.n_slices:.0f} s "
-           f"of encoder + loop, plus the fixed costs above (read, write: ~{t_read + t_write:.0f} s); peak RSS grows "
-           "only with the embeddings held at once (two batches) and the result volume, not with the slice count.", ""]
+           f"of encoder + loop, plus the fixed costs above (read, write: ~{t_read + t_write:.0f} s). Peak RSS is expected to grow "
+           "little with the slice count (two batches of embeddings are held at once; each segmented slice adds its "
+           "2D mask, 0.26 MB at 512×512), but that too is unmeasured for all slices.", ""]
           if n < eng.n_slices and e2e["encoder_s"] is not None else []),
         f"Encoder route `{route}` and decoder route `{droute}` built or loaded from their disk cache before the "
         f"run: {t_route:.1f} s (a build "
