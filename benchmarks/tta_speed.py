@@ -92,8 +92,9 @@ def main(argv=None):
              f"Medians over {a.repeats} interleaved repeats (after one warm-up round), device {a.device}, torch threads "
              f"{a.threads}; the machine may be shared (load average in the provenance). Plain: batched inference "
              "(batch 16). Methods: the adapted pass over the volume with their default per-volume schedule "
-             "(`tta/options.py`: batches of 16 slices; VPTTA's update on every 2nd slice of a batch, GraTa's on "
-             "every 8th, TENT on all), then the whole batch predicted. *batch 1*: the papers' image-by-image "
+             f"(`tta/options.py`: batches of 16 slices; VPTTA's update on every {res[0]['schedule']['vptta']['adapt_every']}th "
+             f"slice of a batch, GraTa's on every {res[0]['schedule']['grata']['adapt_every']}th, TENT on all), then the "
+             "whole batch predicted. *batch 1*: the papers' image-by-image "
              "stream (adapt on each slice, then predict it). The `tta.adapt` task also runs one plain pass (the "
              "'(before)' segment and the safety gate): add 1.0 to a method's ratio for the task's total.", "",
              "| model (volume) | slices | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]

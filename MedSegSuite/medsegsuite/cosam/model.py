@@ -68,6 +68,11 @@ class MaskHead(nn.Module):
 
 
 class CoSAM(nn.Module):
+    # exact fast routes of the passes below ({name: callable}), set on a routed copy by
+    # cosam/decoder_routes.py and used only when no gradient is needed (never in training)
+    routes: dict = {}
+    decoder_route = "fp32"
+
     def __init__(self, backbone, error_width: int = 64, error_depth: int = 3, adapter_width: int = 64,
                  adapter_depth: int = 2):
         super().__init__()
@@ -119,6 +124,10 @@ class CoSAM(nn.Module):
         from .prompts import largest_component_box
 
         prompts = [Prompt(box=largest_component_box(m[0].numpy() > 0.5)) for m in mask.cpu()]
+        if (r := self._route("score", emb)) is not None:
+            sparse = self._sparse(prompts, emb.device)
+            if sparse.shape[1]:
+                return r(emb, sparse, mask)
         return self.transformer(emb, self._sparse(prompts, emb.device), self.mask_dense(mask), with_iou=True)[2]
 
     def coarse_features(self, emb):
@@ -134,8 +143,14 @@ class CoSAM(nn.Module):
     def _no_mask(self, B, emb):
         return self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, *emb.shape[-2:])
 
+    def _route(self, name: str, emb):
+        return self.routes.get(name) if self.routes and emb.device.type == "cpu" and not torch.is_grad_enabled() \
+            else None
+
     def coarse(self, emb):
         """Prompt-free logits: no sparse prompt, the no-mask dense embedding."""
+        if (r := self._route("coarse", emb)) is not None:
+            return r(emb)
         return self.coarse_head(*self.coarse_features(emb))
 
     def mask_dense(self, mask):
@@ -144,6 +159,8 @@ class CoSAM(nn.Module):
 
     def errors(self, emb, mask):
         """Per-pixel error logits of ``mask`` (B, 1, S, S) in {0, 1}."""
+        if (r := self._route("errors", emb)) is not None:
+            return r(emb, mask)
         return self.error_decoder(emb, self.mask_dense(mask), mask)
 
     def _sparse(self, prompts: list[Prompt], device):
@@ -167,6 +184,10 @@ class CoSAM(nn.Module):
 
     def prompted(self, emb, prompts: list[Prompt], mask=None):
         """Logits for one prompt set per embedding; ``mask`` (B, 1, S, S) is the dense mask prompt."""
+        if mask is not None and (r := self._route("prompted", emb)) is not None:
+            sparse = self._sparse(prompts, emb.device)
+            if sparse.shape[1]:  # (a prompt set with no point and no box stays on fp32)
+                return r(emb, sparse, mask)
         return self.refine_head(*self.prompted_features(emb, prompts, mask))
 
     # -- checkpoint ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..engine.schema import Param
 from ..sam.params import ENCODER_PARAM
 
+DECODER_ROUTES = ("auto", "onnx", "fp32")  # cosam/decoder_routes.py (kept here torch-free)
 BACKBONES = ("litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "tiny_sam")
 # One forced round follows a click (the user is never vetoed); each further round costs a prompted
 # decoder pass and an error-decoder pass (benchmarks/click_latency.py measures it).
@@ -22,6 +23,8 @@ SEGMENT_PARAMS = [
     Param("propagate", "bool", False, "let each slice's result seed its neighbour"),
     Param("backbone_checkpoint", "model", None, "official SAM/MedSAM checkpoint for models trained on those"),
     ENCODER_PARAM,
+    Param("decoder", "choice", "auto", "decoder passes' route: auto (ONNX Runtime on a CPU, exact to float "
+          "rounding; PyTorch on a GPU), onnx or fp32 (plain PyTorch, the fallback)", choices=DECODER_ROUTES),
     Param("extent_step", "int", 4, "find the structure's extent first with every K-th slice, then segment only "
           "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
     Param("field_of_view", "choice", "auto", "model: show the model windows at the pixel size and field of view "

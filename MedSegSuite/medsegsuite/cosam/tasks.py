@@ -24,6 +24,7 @@ from ..sam.tasks import get_predictor, routed_backbone
 from ..volume import SliceEngine
 from ..volume.fov import canonical_pixel_mm, differs
 from .backbones import base_name, load_backbone
+from .decoder_routes import resolve_decoder_route, with_decoder_route
 from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
 from .calibrate import calibration_split
@@ -41,9 +42,10 @@ def cosam_predictor(ctx, backbone_name: str, checkpoint=None, encoder: str = "au
     return SlicePredictor(bb, ctx.device, ctx.cache.embeddings if ctx.cache is not None else None)
 
 
-def load_model(ctx, model: str, backbone_checkpoint=None, encoder: str = "auto"):
+def load_model(ctx, model: str, backbone_checkpoint=None, encoder: str = "auto", decoder: str = "auto"):
     """(CoSAM model, predictor) for a registry id or (in-process) a checkpoint path, through the one
-    model loader: the file is read and checksum-verified once per file identity, built once per backbone."""
+    model loader: the file is read and checksum-verified once per file identity, built once per backbone;
+    its decoder passes on route ``decoder`` (cosam/decoder_routes.py), built once per worker."""
     from ..models import loader
 
     entry = resolve_model(model)
@@ -55,7 +57,13 @@ def load_model(ctx, model: str, backbone_checkpoint=None, encoder: str = "auto")
     pred = cosam_predictor(ctx, arch[len(ARCH_PREFIX):], backbone_checkpoint, encoder)
     lm = loader.load_model(model, ctx.device, expect=ARCH_PREFIX, cache_key=(pred.backbone.name,),
                            backbone=pred.backbone)
-    return lm.net, pred
+    route = resolve_decoder_route(decoder, ctx.device, pred.backbone.name)
+    if route == "fp32":
+        return lm.net, pred
+    models = ctx.cache.models if ctx.cache is not None else None
+    factory = lambda: with_decoder_route(lm.net, decoder, ctx.device)  # noqa: E731
+    key = ("cosam-decoder", loader.file_identity(lm.entry.path), pred.backbone.name, ctx.device, route)
+    return (models.get_or_create(key, factory) if models is not None else factory()), pred
 
 
 def parse_points(points, engine) -> dict:
@@ -87,7 +95,7 @@ def parse_points(points, engine) -> dict:
 def segment(ctx, image, params, inputs):
     arr = image.array
     engine = SliceEngine.for_volume(image, params["plane"])
-    net, pred = load_model(ctx, params["model"], params["backbone_checkpoint"], params["encoder"])
+    net, pred = load_model(ctx, params["model"], params["backbone_checkpoint"], params["encoder"], params["decoder"])
     structure = params["structure"] or net.structure
     window = params["window"] if params["window"] is not None else net.card.get("window")
     indices = engine.select(params["slices"])
@@ -113,7 +121,8 @@ def segment(ctx, image, params, inputs):
                              extent_step=params["extent_step"])
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
     info = {**out["info"], "structure": structure, "model": params["model"],
-            "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route, "window": window,
+            "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route,
+            "decoder_route": net.decoder_route, "window": window,
             "clicks": int(sum(len(v[1]) for v in clicks.values()))}
     info["per_slice"] = {str(k): v for k, v in info["per_slice"].items()}
     if params["session"]:
@@ -121,7 +130,8 @@ def segment(ctx, image, params, inputs):
         worker_image_id = s.get("image_id")  # how the worker recognises the session's image: keep it
         s.clear()
         s.update(image_id=worker_image_id, fingerprint=image.fingerprint(), cache_id=image_id, model=params["model"],
-                 backbone_checkpoint=params["backbone_checkpoint"], encoder=params["encoder"], structure=structure,
+                 backbone_checkpoint=params["backbone_checkpoint"], encoder=params["encoder"], decoder=params["decoder"],
+                 structure=structure,
                  plane=engine.plane,
                  window=window, k_points=params["k_points"],
                  mask=out["final"].copy(), segmented=set(info["slices"]),
@@ -173,7 +183,7 @@ def click(ctx, image, params, inputs):
     new = parse_points((inputs or {}).get("points"), engine)
     if not new:
         raise InputError("cosam.click needs at least one point (rows x, y, slice, label)")
-    net, pred = load_model(ctx, s["model"], s["backbone_checkpoint"], s.get("encoder", "auto"))
+    net, pred = load_model(ctx, s["model"], s["backbone_checkpoint"], s.get("encoder", "auto"), s.get("decoder", "auto"))
     slices = sorted(new)
     merged = {k: list(s["clicks"].get(k, [])) for k in slices}  # every click on the slice so far, plus the new
     for k, (pts, labs) in new.items():
@@ -220,6 +230,7 @@ def click(ctx, image, params, inputs):
     info = {"session": name, "structure": s["structure"], "plane": engine.plane, "slices": slices,
             "offset": offset, "crop_shape": list(crop.shape), "per_slice": per_slice,
             "clicks": {str(k): len(s["clicks"][k]) for k in slices}, "encoder_calls": pred.encoder_calls,
+            "decoder_route": net.decoder_route,
             "timings": timings}
     pending = out["pending_errors"]
     if pending:  # the next click on these slices needs their error maps: made while the user looks
