@@ -232,11 +232,24 @@ class CoSAMPanel(Panel):
 
 
 class ScribblePanel(Panel):
-    PREFIX, MODULE, TITLE, RUN_TEXT = "scribble", "ScribbleSeg", "Scribble segmentation (MaCo)", "Train quick"
+    PREFIX, MODULE, TITLE = "scribble", "ScribbleSeg", "Scribble segmentation (MaCo)"
+    MODES = {"quick": ("Quick: train on these scribbles, segment", "Train quick"),
+             "grow": ("Grow from seeds (no training; the baseline)", "Grow from seeds"),
+             "train": ("Train a model", "Train"), "segment": ("Segment with the trained model", "Segment")}
+
+    @property
+    def RUN_TEXT(self):  # noqa: N802 - the button says what the chosen mode does
+        return self.MODES.get(self.app.state[self.key("mode")], self.MODES["quick"])[1]
 
     def __init__(self, app):
+        app.state[f"{self.PREFIX}_mode"] = "quick"
         super().__init__(app)
-        self.set(mode="quick", modes=["quick", "train", "segment"])
+        self.set(modes=[{"title": title, "value": mode} for mode, (title, _) in self.MODES.items()])
+        app.state.change(self.key("mode"))(self._mode_changed)
+
+    def _mode_changed(self, **_):
+        if not (self.logic.runner.busy or self._starting):
+            self.set(run_text=self.RUN_TEXT)
 
     def start(self) -> None:
         scribbles = self.app.segmentation_node()
