@@ -205,9 +205,9 @@ def test_two_browsers_two_processes_cap_idle_reap_and_no_key_in_the_browser(laun
         page_a.get_by_text("API key: configured on the web server").wait_for()
 
         # a third browser over the cap of 2 gets a refusal page, not a process
-        ctx_c = browser.new_context()
+        ctx_c = browser.new_context(viewport={"width": 900, "height": 260})
         _record(ctx_c, seen)
-        page_c = ctx_c.new_page(viewport={"width": 900, "height": 260})
+        page_c = ctx_c.new_page()
         refused = page_c.goto(url)
         assert refused.status == 503
         page_c.get_by_role("alert").get_by_text("All 2 sessions are in use").wait_for()
