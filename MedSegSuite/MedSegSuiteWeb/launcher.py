@@ -123,6 +123,8 @@ class Launcher:
     async def stop_session(self, s: Session, why: str) -> None:
         self.sessions.pop(s.token, None)
         self.ended[s.token] = why
+        while len(self.ended) > 1000:   # only for the note on the next visit: keep the latest
+            self.ended.pop(next(iter(self.ended)))
         for ws in list(s.sockets):
             await ws.close(message=f"session closed: {why}".encode())
         if s.proc.poll() is None:

@@ -238,7 +238,7 @@ class ScribblePanel(Panel):
              "train": ("Train a model", "Train"), "segment": ("Segment with the trained model", "Segment")}
 
     @property
-    def RUN_TEXT(self):  # noqa: N802 - the button says what the chosen mode does
+    def RUN_TEXT(self):  # the button says what the chosen mode does
         return self.MODES.get(self.app.state[self.key("mode")], self.MODES["quick"])[1]
 
     def __init__(self, app):
