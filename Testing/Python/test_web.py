@@ -215,7 +215,8 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
         field.fill(name)
         field.press("Enter")
         drawer.locator(f".v-list-item--active input[value='{name}']").wait_for()
-        drawer.locator("button:has(.mdi-brush)").first.click()   # the Paint effect
+        drawer.locator("button:has(.mdi-brush)").first.click()   # the Paint effect ...
+        drawer.locator("button.v-btn--active:has(.mdi-brush)").first.wait_for()   # ... on, as the server says
         ref = _view_pixels(page)
         _drag(page, stroke)
         deadline = time.time() + 30
