@@ -155,11 +155,18 @@ class MethodLogic:
         self.runner.cancel()
 
     def undo(self, segmentation_node) -> bool:
-        """Revert this panel's last write; refused (InputError) when the segmentation changed since."""
+        """Revert this panel's last write; refused (InputError) when the segmentation changed since, or
+        while this panel's job runs (its result would land on top of the reverted state)."""
+        self._refuse_while_busy("Undo")
         return segments.undo_last_write(segmentation_node)
 
     def redo(self, segmentation_node) -> bool:
+        self._refuse_while_busy("Redo")
         return segments.redo_last_write(segmentation_node)
+
+    def _refuse_while_busy(self, what: str) -> None:
+        if self.runner.busy:
+            raise InputError(f"{what} waits for the running job: let it finish or cancel it first")
 
 
 def button_text(phase: Phase, idle_text: str = "Apply") -> str:

@@ -93,11 +93,24 @@ class MedSegSuiteWebApp(TrameApp):
             ("Test-time adaptation", "mdi-tune", self.tta),
             ("MedSegSuite backend", "mdi-server", self.hub)])
         self._logic.set_ui(self._ui)
+        self._give_effect_pipelines_their_views()
         self.state.trame__title = "MedSegSuite"
         self.volume_node = None
         self._prediction = None
         self.load(image)
         self.server.controller.on_server_ready.add(self._start_polling)
+
+    def _give_effect_pipelines_their_views(self) -> None:
+        """trame-slicer 2.0.0 creates the Segment Editor effects' per-view pipelines while each view is being
+        constructed, before its view manager lists it: they get no view, never create their brush widget,
+        and Paint/Erase did nothing (press, drag and release reached them; seen here, also in trame-slicer's
+        own SegmentationApp). Once the views exist, each pipeline gets its view."""
+        views = self.slicer_app.view_manager
+        for effect in self.slicer_app.segmentation_editor._effects.values():
+            for ref in effect._pipelines:
+                pipeline = ref()
+                if pipeline is not None and getattr(pipeline, "_view", None) is None and pipeline.GetViewNode():
+                    pipeline.SetView(views.get_view(pipeline.GetViewNode()))
 
     # -- backend --------------------------------------------------------------------------------
     def backend(self):

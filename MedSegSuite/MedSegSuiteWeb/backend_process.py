@@ -42,7 +42,7 @@ class BackendProcess:
     def __init__(self, device: str = "auto", start_timeout: float = 300.0):
         self.key = secrets.token_urlsafe(32)
         self._dir = tempfile.TemporaryDirectory(prefix="medsegsuite-web-")
-        key_file = Path(self._dir.name) / "key"
+        self.key_file = key_file = Path(self._dir.name) / "key"
         key_file.write_text(self.key)
         key_file.chmod(0o600)
         self.port = _free_port()

@@ -30,6 +30,7 @@ class Panel:
         self.app = app
         self.logic = module_logic(self.MODULE, backend_provider=app.backend)
         self._was_busy = False
+        self._job_shown = None  # (phase, percent, status text) last written to the page
         self.set(status="", busy=False, progress=0, run_text=self.RUN_TEXT, error="")
 
     # -- state helpers --------------------------------------------------------------------------
@@ -89,8 +90,10 @@ class Panel:
         r = self.logic.runner
         phase = r.poll() if r.busy else r.phase
         busy = phase in BUSY
-        self.set(busy=busy, progress=int(round(100 * (r.fraction or 0))), status=status_text(r),
-                 run_text=button_text(phase, self.RUN_TEXT))
+        job = (phase, int(round(100 * (r.fraction or 0))), status_text(r))
+        if job != self._job_shown:  # only a change of the job is written: a message of Undo or of a point
+            self._job_shown = job   # placement stays in the status line until the job changes
+            self.set(busy=busy, progress=job[1], status=job[2], run_text=button_text(phase, self.RUN_TEXT))
         if self._was_busy and not busy:
             self.finished(phase)
         self._was_busy = busy
@@ -229,11 +232,24 @@ class CoSAMPanel(Panel):
 
 
 class ScribblePanel(Panel):
-    PREFIX, MODULE, TITLE, RUN_TEXT = "scribble", "ScribbleSeg", "Scribble segmentation (MaCo)", "Train quick"
+    PREFIX, MODULE, TITLE = "scribble", "ScribbleSeg", "Scribble segmentation (MaCo)"
+    MODES = {"quick": ("Quick: train on these scribbles, segment", "Train quick"),
+             "grow": ("Grow from seeds (no training; the baseline)", "Grow from seeds"),
+             "train": ("Train a model", "Train"), "segment": ("Segment with the trained model", "Segment")}
+
+    @property
+    def RUN_TEXT(self):  # the button says what the chosen mode does
+        return self.MODES.get(self.app.state[self.key("mode")], self.MODES["quick"])[1]
 
     def __init__(self, app):
+        app.state[f"{self.PREFIX}_mode"] = "quick"
         super().__init__(app)
-        self.set(mode="quick", modes=["quick", "train", "segment"])
+        self.set(modes=[{"title": title, "value": mode} for mode, (title, _) in self.MODES.items()])
+        app.state.change(self.key("mode"))(self._mode_changed)
+
+    def _mode_changed(self, **_):
+        if not (self.logic.runner.busy or self._starting):
+            self.set(run_text=self.RUN_TEXT)
 
     def start(self) -> None:
         scribbles = self.app.segmentation_node()
