@@ -105,7 +105,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
 
     def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
                 slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False,
-                box_propagate=False, **_):
+                box_propagate=False, box=None, box_slice=None, **_):
         """(task, params, inputs): ``cosam.segment`` on axial slices (the slice engine finds them from
         the direction matrix), points as rows x, y, slice, label in those slices (converted from the
         fiducials' IJK with the engine), an ROI as input-grid voxel bounds i0, i1, j0, j1, k0, k1.
@@ -116,7 +116,8 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         every point; nothing is re-encoded either way.
 
         ``box_propagate`` (the Structures section's Draft for a structure without a trained model):
-        ``sam.propagate`` from the ROI's box on its middle axial slice, through the neighbouring slices."""
+        ``sam.propagate`` from the ROI's box on its middle axial slice (or from ``box`` x0, y0, x1, y1 on
+        axial slice ``box_slice``, as the web panel types it), through the neighbouring slices."""
         import numpy as np
 
         from MedSegSuiteLib import segments
@@ -127,11 +128,18 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         if box_propagate:
             from MedSegSuiteLib.structures import propagation_request
 
-            if roi_node is None:
-                raise InputError("place an ROI box around the structure on one slice first (ROI selector)")
             if not structure:
                 raise InputError("name the structure to draft (choose one in the Structures section)")
-            task, params = propagation_request(volume, box_from_roi(roi_node, volume.geometry), structure, self.PLANE)
+            if box is not None:
+                if box_slice is None or len(box) != 4:
+                    raise InputError("a box is x0 y0 x1 y1 on one axial slice: give both")
+                task, params = "sam.propagate", {"structure": structure, "plane": self.PLANE, "slice": int(box_slice),
+                                                 "box": [int(v) for v in box]}
+            elif roi_node is None:
+                raise InputError("place an ROI box around the structure on one slice first (ROI selector)")
+            else:
+                task, params = propagation_request(volume, box_from_roi(roi_node, volume.geometry), structure,
+                                                   self.PLANE)
             self._sent(volume_node, [])
             return task, params, {}
 

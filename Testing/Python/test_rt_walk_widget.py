@@ -178,3 +178,21 @@ def test_next_ends_when_every_structure_is_approved():
         for st in ("drafted", "reviewed", "approved"):
             set_status(seg, n, st)
     assert walk.next(seg) is None and not walk.can_draft(seg)
+
+
+def test_the_web_structures_section_walks_a_template():
+    """The web panel's section (MedSegSuiteWeb/structures_panel.py), in the web environment: built on a real
+    trame server, then Add structures, Draft (CoSAM; a typed box + propagation), Reviewed, Approve (then
+    Draft is refused), Next, a malformed box refused, Reopen (Testing/Python/rt_web_panel_check.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    web_py = root / ".venv-web" / "bin" / "python"
+    if sys.platform != "linux":
+        pytest.skip("the web environment is set up on Linux")
+    assert web_py.exists(), "the web environment is missing: run `make setup` (scripts/setup.sh makes .venv-web)"
+    p = subprocess.run([str(web_py), str(root / "Testing" / "Python" / "rt_web_panel_check.py")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and p.stdout.strip().endswith("OK"), p.stdout[-2000:] + p.stderr[-4000:]
