@@ -149,7 +149,7 @@ class StructuresPanel(Panel):
                 v3.VBtn("Add structures", click=self.apply_template, size="small",
                         raw_attrs=['aria-label="Add the template structures"'])
             with v3.VList(density="compact", raw_attrs=['aria-label="Structures"']):
-                v3.VListItem(v_for=f"row in {k('rows')}", key="row.name",
+                v3.VListItem(v_for=f"row in {k('rows')}", key=("row.name",),
                              title=("row.name",), subtitle=("row.status",),
                              active=(f"row.name === {k('current')}",),
                              click=(self.select, "[row.name]"))
