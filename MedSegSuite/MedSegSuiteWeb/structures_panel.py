@@ -148,7 +148,8 @@ class StructuresPanel(Panel):
                 v3.VSelect(label="Template", v_model=(k("template"),), items=(k("templates"),), density="compact")
                 v3.VBtn("Add structures", click=self.apply_template, size="small",
                         raw_attrs=['aria-label="Add the template structures"'])
-            with v3.VList(density="compact", raw_attrs=['aria-label="Structures"']):
+            with v3.VList(density="compact", style="max-height: 320px; overflow-y: auto",
+                          raw_attrs=['aria-label="Structures"']):
                 v3.VListItem(v_for=f"row in {k('rows')}", key=("row.name",),
                              title=("row.name",), subtitle=("row.status",),
                              active=(f"row.name === {k('current')}",),

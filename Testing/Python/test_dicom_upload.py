@@ -103,6 +103,16 @@ def test_too_many_files_are_refused_before_anything_is_inflated(series, private_
         read_series_archive(_zip(_files(series[0])), max_files=5)
 
 
+def test_an_archive_of_countless_entries_is_refused_from_its_end_record(series, private_tmp, monkeypatch):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(80):
+            z.writestr(f"d{i}/", b"")
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", lambda *a, **k: pytest.fail("central directory parsed"))
+    with pytest.raises(ArchiveTooLarge, match="declares 80 entries, over the limit of 74"):
+        read_series_archive(buf.getvalue(), max_files=5)
+
+
 def test_a_zip_bomb_stops_at_the_byte_budget(series, private_tmp):
     big = (b"\0" * 128 + b"DICM").ljust(64 * 2**20, b"\0")  # 64 MiB that deflate to ~64 KiB
     data = _zip(_files(series[0])[:1] + [("bomb.dcm", big)])

@@ -7,7 +7,8 @@ reads the bytes back into a `Volume` (:func:`read_series_archive`). The bytes ar
   under a name of our own (a counter and the original base name reduced to ``[A-Za-z0-9._-]``);
   names that are absolute, hold ``..``, a drive letter or a NUL are refused all the same, as are
   symbolic links and encrypted entries;
-* budgets are checked before anything is inflated (file count, the sizes the archive declares) and
+* budgets are checked before anything is inflated (the entry count its end record declares, before
+  the central directory is parsed; file count; the sizes the archive declares) and
   again while inflating (the bytes actually produced), so a zip bomb or a lying header stops at the
   budget; the voxels the slices declare are checked before any pixel is decoded;
 * every file must be DICOM Part 10 (``DICM`` after the 128-byte preamble); macOS' ``__MACOSX/``
@@ -25,6 +26,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
+from struct import error as struct_error
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,20 @@ def pack_series(source, level: int = 1) -> bytes:
     if n == 0:
         raise InputError(f"no DICOM (Part 10) file found under {folder}")
     return buf.getvalue()
+
+
+def _check_entry_count(buf: io.BytesIO, max_files: int) -> None:
+    """Refuse an archive whose end record declares far more entries than files allowed, before zipfile
+    parses its central directory (millions of tiny entries would take gigabytes as ZipInfo objects)."""
+    try:
+        end = zipfile._EndRecData(buf)  # the end-of-central-directory record (ZIP64 aware)
+    except (OSError, ValueError, struct_error):
+        end = None
+    limit = 2 * max_files + 64  # folders are entries too
+    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > limit:
+        raise ArchiveTooLarge(f"the archive declares {end[zipfile._ECD_ENTRIES_TOTAL]} entries, over the limit of "
+                              f"{limit} for {max_files} files (medsegsuite serve --max-dicom-files); send one series")
+    buf.seek(0)
 
 
 def _members(z: zipfile.ZipFile, max_files: int, max_bytes: int) -> list[zipfile.ZipInfo]:
@@ -170,6 +186,7 @@ def read_series_archive(data: bytes, series: str | None = None, *, max_files: in
     buf = io.BytesIO(data)
     if not zipfile.is_zipfile(buf):
         raise InputError("the upload is not a zip archive; send the DICOM files of one series as a zip")
+    _check_entry_count(buf, max_files)
     tmp = Path(tempfile.mkdtemp(prefix="medsegsuite-dicom-"))
     try:
         try:
@@ -179,8 +196,14 @@ def read_series_archive(data: bytes, series: str | None = None, *, max_files: in
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
             raise InputError(f"the zip archive is damaged or uses an unsupported feature ({type(e).__name__}: "
                              f"{_shown(str(e))}); zip the series again") from None
-        uid = _pick_series(tmp, series, max_voxels)
-        vol = read_series(f"{tmp}#{uid}", name=name or "dicom-upload")
+        try:
+            uid = _pick_series(tmp, series, max_voxels)
+            vol = read_series(f"{tmp}#{uid}", name=name or "dicom-upload")
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"the DICOM headers could not be read ({type(e).__name__}: {_shown(str(e))}); "
+                             "check the files are an image series") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     meta = vol.meta["dicom"]
