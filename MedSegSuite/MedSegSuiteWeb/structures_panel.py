@@ -157,9 +157,10 @@ class StructuresPanel(Panel):
             html.Div(f"{{{{ {k('message')} }}}}", raw_attrs=['role="status"'], classes="text-caption my-1")
             v3.VCheckbox(label="From a box + propagation (no trained model)", v_model=(k("use_box"),),
                          density="compact", hide_details=True)
-            with html.Div(v_show=(k("use_box"),), classes="d-flex ga-1"):
-                v3.VTextField(label="Box x0 y0 x1 y1", v_model=(k("box"),), density="compact")
-                v3.VTextField(label="Axial slice", v_model=(k("box_slice"),), type="number", density="compact")
+            with html.Div(v_show=(k("use_box"),)):  # (v-show on a d-flex element loses to its !important)
+                with html.Div(classes="d-flex ga-1"):
+                    v3.VTextField(label="Box x0 y0 x1 y1", v_model=(k("box"),), density="compact")
+                    v3.VTextField(label="Axial slice", v_model=(k("box_slice"),), type="number", density="compact")
             with html.Div(v_show=(f"!{k('use_box')}",)):
                 v3.VTextField(label="CoSAM model", v_model=(k("model"),), density="compact")
             with html.Div(classes="d-flex ga-1 my-1 flex-wrap"):
