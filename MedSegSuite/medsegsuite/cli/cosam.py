@@ -187,6 +187,7 @@ def run_train(args):
         inputs[f"image{n}"] = img.array.astype(np.float32)
         inputs[f"label{n}"] = mask.astype(np.uint8)
         inputs[f"direction{n}"] = np.asarray(img.direction, np.float64)  # the engine finds the plane from it
+        inputs[f"spacing{n}"] = np.asarray(img.spacing, np.float64)  # the card records the training scale
     schema = _schema("train")
     params = params_from_cli(args, schema, exclude=TRAIN_BY_HAND)
     params.update(structure=args.structure, case_names=[c[0] for c in cases],

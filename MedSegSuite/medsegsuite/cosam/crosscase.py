@@ -53,16 +53,22 @@ def cross_case_results(model_paths, cases=CASES, log=print) -> dict | None:
                    "n_slices": len(ks), "slices_total": engine.n_slices,
                    "box": dice(box.masks["liver"], lab), "box_slice_mean": float(np.mean(
                        slice_dice(engine.stack(box.masks["liver"], ks), ref2d))),
-                   "coarse": [], "final": [], "coarse_volume": [], "final_volume": []}
+                   "coarse": [], "final": [], "coarse_volume": [], "final_volume": [], "field_of_view": [],
+                   "coarse_squeezed": [], "final_squeezed": []}
             for path in model_paths:
-                r = run_job(backend, "cosam.segment", case.image, {"model": str(path), "plane": "axial", "slices": ks,
-                                                                    "return_rounds": True})
-                c, f = r.arrays["liver_round0"] > 0, r.masks["liver"]
-                row["coarse"].append(float(np.mean(slice_dice(engine.stack(c, ks), ref2d))))
-                row["final"].append(float(np.mean(slice_dice(engine.stack(f, ks), ref2d))))
-                row["coarse_volume"].append(dice(c, lab))
-                row["final_volume"].append(dice(f, lab))
-            log(f"cross-case {cid}: coarse {row['coarse']} final {row['final']} box {row['box_slice_mean']:.3f}")
+                for fov, suffix in (("auto", ""), ("slice", "_squeezed")):
+                    r = run_job(backend, "cosam.segment", case.image, {"model": str(path), "plane": "axial",
+                                                                        "slices": ks, "return_rounds": True,
+                                                                        "field_of_view": fov})
+                    c, f = r.arrays["liver_round0"] > 0, r.masks["liver"]
+                    row["coarse" + suffix].append(float(np.mean(slice_dice(engine.stack(c, ks), ref2d))))
+                    row["final" + suffix].append(float(np.mean(slice_dice(engine.stack(f, ks), ref2d))))
+                    if fov == "auto":
+                        row["coarse_volume"].append(dice(c, lab))
+                        row["final_volume"].append(dice(f, lab))
+                        row["field_of_view"].append(r.info.get("field_of_view"))
+            log(f"cross-case {cid}: coarse {row['coarse']} final {row['final']} (squeezed slices: coarse "
+                f"{row['coarse_squeezed']} final {row['final_squeezed']}) box {row['box_slice_mean']:.3f}")
             out.append(row)
     finally:
         backend.close()
@@ -71,9 +77,12 @@ def cross_case_results(model_paths, cases=CASES, log=print) -> dict | None:
     note = ("Cross-case, real data: TotalSegmentator 2.18.0's reference CTs (fetched by `medsegsuite sampledata "
             "fetch`); their liver labels are TotalSegmentator's output, i.e. *pseudo* labels. The native CT "
             "has 30 axial slices and the contrast CT 20, so these are tiny cases (a few slices with liver each): "
-            "read them as a sanity check, not a benchmark. CoSAM runs as `cosam.segment` does (the card's CT "
-            "window -160..240 HU, each axial slice resized to 256², no physical resampling: LiTS-117 was trained "
-            "at an assumed 2 mm, these are ~0.8-1.5 mm in-plane); the box baseline gets one box per component "
+            "read them as a sanity check, not a benchmark. CoSAM runs as `cosam.segment` does by default (the "
+            "card's CT window -160..240 HU; `field_of_view` auto: slices whose pixel size or field of view is off "
+            "the model's 2 mm / 25.6 cm are resampled to 2 mm, the coarse head locates the liver on tiled windows "
+            "of 128 px, and the loop runs on one 128-px window centred there, `cosam/windows.py`); *squeezed* is "
+            "the old way (`field_of_view` slice: the whole slice resized to the model's input, no physical "
+            "resampling), run on the same models in the same backend; the box baseline gets one box per component "
             "of the *pseudo* label per slice (an oracle a user does not have). Dice = mean per-slice Dice over "
             "the slices holding *pseudo* liver; coarse/final: mean ± sd over the seed models.")
     return {"note": note, "cases": out}

@@ -48,7 +48,7 @@ def train_model(backend, ct, mask, split: str, seed: int, recipe: dict, cache: s
     params = {"structure": "liver", "split": split, "seed": seed, "case_names": ["LiTS-117"],
               "embedding_cache": cache, **recipe}
     inputs = {"image0": ct.array.astype(np.float32), "label0": mask.astype(np.uint8),
-              "direction0": np.asarray(ct.direction, np.float64)}
+              "direction0": np.asarray(ct.direction, np.float64), "spacing0": np.asarray(ct.spacing, np.float64)}
     r = run_job(backend, "cosam.train", None, params, inputs)
     card = r.info["card"]
     sd = {k[3:]: torch.from_numpy(np.asarray(v)) for k, v in r.arrays.items() if k.startswith("sd.")}
@@ -156,11 +156,14 @@ def markdown(results: dict, settings: dict, cross: dict | None) -> list[str]:
 def cross_markdown(cross: dict) -> list[str]:
     L = ["## Cross-case: real CTs the model never saw (liver labels are *pseudo*)", "",
          cross.get("note", ""), "",
-         "| case | slices with liver | coarse | final | box-prompted LiteMedSAM (box from the *pseudo* label) |",
-         "|---|---:|---:|---:|---:|"]
+         "| case | slices with liver | coarse | final | squeezed slice: coarse | squeezed slice: final | "
+         "box-prompted LiteMedSAM (box from the *pseudo* label) |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
     for c in cross.get("cases", []):
+        sq = (f"{_ms(c['coarse_squeezed'])} | {_ms(c['final_squeezed'])}" if c.get("coarse_squeezed")
+              else "– | –")
         L.append(f"| {c['case']} ({c['n_slices']} of {c['slices_total']} slices hold *pseudo* liver) | {c['n_slices']} | "
-                 f"{_ms(c['coarse'])} | {_ms(c['final'])} | {c['box_slice_mean']:.3f} |")
+                 f"{_ms(c['coarse'])} | {_ms(c['final'])} | {sq} | {c['box_slice_mean']:.3f} |")
     L.append("")
     return L
 

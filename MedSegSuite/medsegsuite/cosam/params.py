@@ -24,6 +24,10 @@ SEGMENT_PARAMS = [
     ENCODER_PARAM,
     Param("extent_step", "int", 4, "find the structure's extent first with every K-th slice, then segment only "
           "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
+    Param("field_of_view", "choice", "auto", "model: show the model windows at the pixel size and field of view "
+          "it was trained at (locate, then segment in one window); slice: the whole slice squeezed into its input; "
+          "auto: model when the image's pixel size or field of view is >20 % off the model's",
+          choices=("auto", "model", "slice")),
     Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
     Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
 ]

@@ -22,11 +22,13 @@ from ..models.registry import resolve_model
 from ..sam.predictor import SlicePredictor
 from ..sam.tasks import get_predictor, routed_backbone
 from ..volume import SliceEngine
+from ..volume.fov import canonical_pixel_mm, differs
 from .backbones import base_name, load_backbone
 from .model import ARCH_PREFIX
 from .params import CLICK_PARAMS, SEGMENT_PARAMS, TRAIN_PARAMS
 from .calibrate import calibration_split
 from .pipeline import correct_slices, error_maps, segment_volume
+from .windows import segment_windowed, training_geometry
 
 
 def cosam_predictor(ctx, backbone_name: str, checkpoint=None, encoder: str = "auto") -> SlicePredictor:
@@ -95,11 +97,20 @@ def segment(ctx, image, params, inputs):
         raise InputError(f"the start mask has shape {np.shape(start)}, the image is {arr.shape}")
     image_id = image.fingerprint()  # the cache key: never a client's choice
     keep_rounds = params["return_rounds"]
-    out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
-                         params["k_points"], clicks, None if start is None else np.asarray(start, bool),
-                         params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
-                         check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]),
-                         extent_step=params["extent_step"])
+    geometry = training_geometry(net.card)
+    pixel_mm = canonical_pixel_mm(engine, image.spacing)
+    windowed = _use_windows(params, geometry, engine, pixel_mm, clicks, start)
+    if windowed:
+        out = segment_windowed(net, pred, arr, image_id, engine, indices, window, pixel_mm, geometry,
+                               params["iterations"], params["k_points"], params["roi"], keep_rounds=keep_rounds,
+                               progress=ctx.progress, check_cancelled=ctx.check_cancelled,
+                               extent_step=params["extent_step"])
+    else:
+        out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
+                             params["k_points"], clicks, None if start is None else np.asarray(start, bool),
+                             params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
+                             check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]),
+                             extent_step=params["extent_step"])
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
     info = {**out["info"], "structure": structure, "model": params["model"],
             "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route, "window": window,
@@ -118,6 +129,26 @@ def segment(ctx, image, params, inputs):
                  per_slice=dict(info["per_slice"]), errors=out["errors"])
         info["session"] = params["session"]
     return JobResult(masks={structure: out["final"]}, arrays=arrays, info=info)
+
+
+def _use_windows(params, geometry, engine, pixel_mm, clicks, start) -> bool:
+    """Whether ``cosam.segment`` shows the model windows at its training scale (cosam/windows.py)."""
+    mode = params["field_of_view"]
+    if mode == "slice":
+        return False
+    if geometry is None:
+        if mode == "model":
+            raise InputError("this model's card does not record the pixel size it was trained at: use "
+                             "field_of_view='slice'")
+        return False
+    if mode == "auto" and not differs(engine.slice_shape, pixel_mm, *geometry):
+        return False
+    if clicks or start is not None or params["propagate"]:
+        if mode == "model":
+            raise InputError("field_of_view='model' works on a prompt-free start only (no points, start mask or "
+                             "propagation)")
+        return False
+    return True
 
 
 def _input_range(engine, slices):
@@ -233,7 +264,9 @@ LPS_IDENTITY = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
       description="CoSAM: train the prompt-free and error decoders")
 def train(ctx, image, params, inputs):
     """inputs: image<n> (float volumes), label<n> (structure masks) and optionally direction<n> (3x3,
-    the volume's direction matrix; default: the array is already in LPS order, as LiTS-117 is)."""
+    the volume's direction matrix; default: the array is already in LPS order, as LiTS-117 is) and
+    spacing<n> (IJK voxel size in mm: the card then records the training pixel size and slice size,
+    which ``cosam.segment`` uses to show other images at the same scale)."""
     import torch
 
     from .calibrate import calibrate
@@ -253,7 +286,7 @@ def train(ctx, image, params, inputs):
     domains = params["domains"] or ["default"] * n_cases
     if len(names) != n_cases or len(domains) != n_cases:
         raise InputError(f"case_names and domains need one entry per case ({n_cases})")
-    embs, targets, refs, windows, splits = [], [], [], [], []
+    embs, targets, refs, windows, splits, pixels = [], [], [], [], [], []
     offset, train_idx, calib_idx = 0, [], []
     for i in range(n_cases):
         arr = np.asarray(inputs[f"image{i}"], np.float32)
@@ -265,6 +298,12 @@ def train(ctx, image, params, inputs):
         if np.shape(direction) != (3, 3):
             raise InputError(f"direction{i} must be a 3x3 direction matrix")
         engine = SliceEngine(arr.shape, direction, plane)
+        spacing = inputs.get(f"spacing{i}")
+        if spacing is not None:
+            spacing = np.asarray(spacing, float).reshape(-1)
+            if spacing.shape != (3,) or not np.all(spacing > 0):
+                raise InputError(f"spacing{i} must be 3 positive voxel sizes in mm")
+            pixels.append((canonical_pixel_mm(engine, spacing), engine.slice_shape))
         window = params["window"]
         if window is None and float(arr.min()) < -500:  # looks like CT in HU: MedSAM's abdominal window
             window = [-160.0, 240.0]
@@ -328,6 +367,9 @@ def train(ctx, image, params, inputs):
             "settings": settings, "training": info, "validation": validation,
             "acceptance": rule.to_dict(), "calibration": calib_report,
             "seconds": round(time.time() - t0, 1)}
+    if len(pixels) == n_cases:  # the scale the model learned (cosam/windows.py)
+        card["pixel_mm"] = round(float(np.median([p for px, _ in pixels for p in px])), 4)
+        card["slice_px"] = int(max(pixels[0][1]))
     net.card = {**card, "backbone": net.backbone_name, "error_decoder": net.error_decoder.config,
                 "mask_head": net.head_config, "task": "cosam"}
     arrays = {f"sd.{k}": v.numpy() for k, v in net.trained_state(half=True).items()}

@@ -1,0 +1,98 @@
+"""Slices shown to a model at the scale it learned (volume/fov.py, cosam/windows.py): the window
+geometry is physical, and the shipped liver model finds LiTS-117's liver in a field of view twice its
+training crop, where the squeezed whole slice loses it."""
+import numpy as np
+import pytest
+
+from medsegsuite.errors import InputError
+from medsegsuite.volume.fov import Windows, centred, differs, tiling
+
+
+def test_windows_cover_the_slice_at_the_model_pixel_size():
+    w = tiling((250, 180), (1.0, 1.0), 2.0, 64)
+    assert w.resampled_shape == (125, 90)
+    rows = sorted({o[0] for o in w.origins})
+    cols = sorted({o[1] for o in w.origins})
+    assert rows[0] == 0 and rows[-1] + 64 == 125 and cols[0] == 0 and cols[-1] + 64 == 90
+    for a, b in zip(rows, rows[1:]):
+        assert 64 - (b - a) >= 8  # neighbours overlap by at least an eighth
+    # a slice smaller than one window gets one window centred on it
+    one = tiling((40, 40), (1.0, 1.0), 1.0, 64)
+    assert one.origins == ((-12, -12),)
+
+
+def test_cut_samples_physical_positions_and_paste_inverts_it():
+    r, c = np.meshgrid(np.arange(200) * 0.5, np.arange(160) * 0.8, indexing="ij")  # mm
+    ramp = (r + 2 * c).astype(np.float32)
+    w = tiling(ramp.shape, (0.5, 0.8), 1.6, 32)
+    tiles = w.cut(ramp)
+    # window pixel (a, b) of origin (r0, c0) is centred at ((r0 + a + .5) * 1.6 - .25, ...) mm
+    (r0, c0), t = w.origins[0], tiles[0]
+    a, b = 10, 20
+    mm_r, mm_c = (r0 + a + 0.5) * 1.6 - 0.25, (c0 + b + 0.5) * 1.6 - 0.4
+    assert t[a, b] == pytest.approx(mm_r + 2 * mm_c, abs=1e-3)
+    back = w.paste(tiles)
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.allclose(back[inner], ramp[inner], atol=0.05 * ramp.max() / 100 + 0.5)
+
+
+def test_centred_window_puts_the_point_in_the_middle_and_pads_with_the_minimum():
+    s = np.full((300, 300), -1000.0, np.float32)
+    s[40:44, 250:254] = 500.0
+    w = centred(s.shape, (1.0, 1.0), 2.0, 64, (41.5, 251.5))
+    t = w.cut(s)[0]
+    peak = np.unravel_index(np.argmax(t), t.shape)
+    assert abs(peak[0] - 32) <= 1 and abs(peak[1] - 32) <= 1
+    assert t.min() == -1000.0  # the window runs past the slice's corner: padded with the slice minimum
+
+
+def test_when_a_slice_differs_from_the_model_and_bad_windows():
+    assert not differs((128, 128), (2.0, 2.0), 2.0, 128)  # LiTS-117, the training crop itself
+    assert differs((512, 512), (0.977, 0.977), 2.0, 128)  # a 50 cm clinical CT
+    assert differs((128, 128), (1.0, 1.0), 2.0, 128)  # same pixels, half the field of view
+    with pytest.raises(InputError):
+        Windows((10, 10), (0.0, 1.0), 2.0, 64, ((0, 0),))
+    with pytest.raises(InputError):
+        tiling((100, 100), (1.0, 1.0), 2.0, 64).paste(np.zeros((1, 32, 32)))
+
+
+def test_liver_found_in_a_field_of_view_twice_the_training_crop(lits, backend):
+    """LiTS-117 placed in the corner of a 51 cm field of view of air (2 mm pixels, 256²): the model
+    sees the liver at its training scale again (same-case: the shipped model trained on these slices'
+    neighbours; the point is the framing, which it never saw)."""
+    from medsegsuite.engine.interface import run_job
+    from medsegsuite.metrics import slice_dice
+    from medsegsuite.volume import SliceEngine, Volume
+
+    ct, ref = lits
+    big = np.full((256, 256, 128), -1024.0, np.float32)
+    big[100:228, 20:148] = ct.array
+    lab = np.zeros(big.shape, bool)
+    lab[100:228, 20:148] = ref.masks["liver"]
+    vol = Volume(big, ct.spacing, ct.origin, ct.direction)
+    picks = [44, 52, 60, 68, 76, 84, 92, 100]
+    eng = SliceEngine.for_volume(vol, "axial")
+    refs = eng.stack(lab, picks)
+    scores = {}
+    for fov in ("model", "slice"):
+        r = run_job(backend, "cosam.segment", vol, {"model": "liver", "slices": picks, "field_of_view": fov,
+                                                     "iterations": 2})
+        scores[fov] = float(np.mean(slice_dice(eng.stack(r.masks["liver"], picks), refs)))
+        if fov == "model":
+            info = r.info["field_of_view"]
+            assert info["from"] == "coarse head on tiled windows" and info["windows"] == 9
+            # the window found is centred within a quarter window of the liver's own box centre
+            rows, cols = np.nonzero(eng.stack(lab, picks).any(0))
+            assert abs(info["centre"][0] - (rows.min() + rows.max()) / 2) < 32
+            assert abs(info["centre"][1] - (cols.min() + cols.max()) / 2) < 32
+    assert scores["model"] >= 0.85, scores
+    assert scores["model"] >= scores["slice"] + 0.05, scores
+
+
+def test_field_of_view_model_refuses_clicks(lits, backend):
+    from medsegsuite.engine.interface import JobFailed, run_job
+
+    ct, _ = lits
+    with pytest.raises((InputError, JobFailed), match="prompt-free"):
+        run_job(backend, "cosam.segment", ct, {"model": "liver", "slices": [60], "field_of_view": "model"},
+                {"points": np.array([[60.0, 60.0, 60, 1]])})
