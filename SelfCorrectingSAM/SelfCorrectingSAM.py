@@ -105,7 +105,8 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         return s if current is not None and np.array_equal(current, s["mask"]) else None
 
     def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
-                slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False, **_):
+                slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False,
+                box_propagate=False, box=None, box_slice=None, **_):
         """(task, params, inputs): ``cosam.segment`` on axial slices (the slice engine finds them from
         the direction matrix), points as rows x, y, slice, label in those slices (converted from the
         fiducials' IJK with the engine), an ROI as input-grid voxel bounds i0, i1, j0, j1, k0, k1.
@@ -113,13 +114,35 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         ``continue_loop``: with a live session (the segment as the last result left it),
         ``cosam.click`` with the points not sent yet: only the clicked slices are recomputed and come
         back as a crop. Otherwise ``cosam.segment`` starts from the structure's current segment with
-        every point; nothing is re-encoded either way."""
+        every point; nothing is re-encoded either way.
+
+        ``box_propagate`` (the Structures section's Draft for a structure without a trained model):
+        ``sam.propagate`` from the ROI's box on its middle axial slice (or from ``box`` x0, y0, x1, y1 on
+        axial slice ``box_slice``, as the web panel types it), through the neighbouring slices."""
         import numpy as np
 
         from MedSegSuiteLib import segments
         from MedSegSuiteLib.prompts import box_from_roi, points_from_fiducials
         from medsegsuite.errors import InputError
         from medsegsuite.volume import SliceEngine
+
+        if box_propagate:
+            from MedSegSuiteLib.structures import propagation_request
+
+            if not structure:
+                raise InputError("name the structure to draft (choose one in the Structures section)")
+            if box is not None:
+                if box_slice is None or len(box) != 4:
+                    raise InputError("a box is x0 y0 x1 y1 on one axial slice: give both")
+                task, params = "sam.propagate", {"structure": structure, "plane": self.PLANE, "slice": int(box_slice),
+                                                 "box": [int(v) for v in box]}
+            elif roi_node is None:
+                raise InputError("place an ROI box around the structure on one slice first (ROI selector)")
+            else:
+                task, params = propagation_request(volume, box_from_roi(roi_node, volume.geometry), structure,
+                                                   self.PLANE)
+            self._sent(volume_node, [])
+            return task, params, {}
 
         engine = SliceEngine.for_volume(volume, self.PLANE)
         model = model or "liver"
@@ -257,7 +280,132 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, w=word: self.onPointsNodeChanged(w, node))
         self.setupPanel()
+        self.setupStructures()
         self.refreshModels()
+
+    # ---- Structures (radiotherapy): walk a template, bound to MedSegSuiteLib.structures ----------
+    def setupStructures(self):
+        from MedSegSuiteLib.structures import TemplateWalk
+        from medsegsuite.rt.templates import available_templates
+
+        self.walk = TemplateWalk()
+        self._drafting = None  # the structure a running Draft job writes
+        self._structureRows = []
+        combo = self.ui.templateComboBox
+        combo.clear()
+        for name in available_templates():
+            combo.addItem(name)
+        self.ui.applyTemplateButton.connect("clicked(bool)", self.onApplyTemplate)
+        self.ui.structuresTableWidget.connect("cellClicked(int,int)", self.onStructureClicked)
+        self.ui.nextStructureButton.connect("clicked(bool)", self.onNextStructure)
+        self.ui.draftButton.connect("clicked(bool)", self.onDraft)
+        self.ui.reviewedButton.connect("clicked(bool)", self.onReviewed)
+        self.ui.approveButton.connect("clicked(bool)", self.onApprove)
+        self.ui.reopenButton.connect("clicked(bool)", self.onReopen)
+        self.refreshStructures()
+
+    def onApplyTemplate(self):
+        from medsegsuite.errors import InputError
+
+        with slicer.util.tryWithErrorDisplay("Could not add the template's structures"):
+            self.walk.load(self.ui.templateComboBox.currentText)
+            seg = self.ui.segmentationSelector.currentNode()
+            if seg is None:
+                volume = self.ui.inputVolumeSelector.currentNode()
+                if volume is None:
+                    raise InputError("select an input volume first")
+                seg = self.logic.ensure_segmentation(volume, None)
+                self.selectOutput(seg)
+            added = self.walk.apply(seg)
+            self.selectStructure(self.walk.current)
+            self.refreshStructures(f"'{self.walk.template.name}': {len(added)} structure(s) added; "
+                                   f"current: {self.walk.current}.")
+
+    def selectStructure(self, name):
+        if name:
+            self.ui.structureLineEdit.text = name  # the segment Segment/Draft write
+
+    def currentStatus(self):
+        from MedSegSuiteLib.structures import status
+        from MedSegSuiteLib.segments import segment_id
+
+        seg, name = self.ui.segmentationSelector.currentNode(), self.walk.current
+        if seg is None or name is None or segment_id(seg, name) is None:
+            return None
+        return status(seg, name)
+
+    def refreshStructures(self, message=None):
+        """The table (structure, status), the current structure's row selected, and what each button may do."""
+        import qt
+
+        seg = self.ui.segmentationSelector.currentNode()
+        rows = self.walk.rows(seg)
+        self._structureRows = rows
+        table = self.ui.structuresTableWidget
+        table.setColumnCount(2)
+        table.setHorizontalHeaderLabels(["structure", "status"])
+        table.setRowCount(len(rows))
+        for r, (name, st) in enumerate(rows):
+            table.setItem(r, 0, qt.QTableWidgetItem(name))
+            table.setItem(r, 1, qt.QTableWidgetItem(st))
+            if name == self.walk.current:
+                table.selectRow(r)
+        st = self.currentStatus()
+        if message is None and self.walk.current:
+            message = f"Current: {self.walk.current} ({st or 'todo'})."
+        if message is not None:
+            self.ui.structureStatusLabel.text = message
+        busy = self.logic.runner.busy
+        self.ui.applyTemplateButton.enabled = not busy
+        self.ui.nextStructureButton.enabled = bool(rows) and not busy
+        self.ui.draftButton.enabled = (not busy and self.walk.can_draft(seg)
+                                       and self.ui.inputVolumeSelector.currentNode() is not None)
+        self.ui.reviewedButton.enabled = not busy and st == "drafted"
+        self.ui.approveButton.enabled = not busy and st == "reviewed"
+        self.ui.reopenButton.enabled = not busy and st == "approved"
+
+    def onStructureClicked(self, row, column=0):
+        if 0 <= row < len(self._structureRows):
+            self.walk.select(self._structureRows[row][0])
+            self.selectStructure(self.walk.current)
+            self.refreshStructures()
+
+    def onNextStructure(self):
+        name = self.walk.next(self.ui.segmentationSelector.currentNode())
+        self.selectStructure(name)
+        self.refreshStructures(None if name else "Every structure is approved.")
+
+    def onDraft(self):
+        """Contour the current structure: CoSAM with the chosen model, or (checkbox) LiteMedSAM from the
+        ROI box with propagation. Never for an approved structure; never cancels a running job."""
+        if self.logic.runner.busy:
+            self.ui.structureStatusLabel.text = "A job is running: Draft when it has finished (or Cancel it)."
+            return
+        if not self.walk.can_draft(self.ui.segmentationSelector.currentNode()):
+            slicer.util.errorDisplay("Choose a structure that is not approved (Reopen an approved one to change it).")
+            return
+        self.selectStructure(self.walk.current)
+        self._drafting = self.walk.current
+        self.jobPanel.on_apply()
+        if not self.logic.runner.busy:  # refused before it started: nothing to mark
+            self._drafting = None
+        self.refreshStructures()
+
+    def setStructureStatus(self, new):
+        from MedSegSuiteLib.structures import set_status
+
+        with slicer.util.tryWithErrorDisplay(f"Could not set the status to {new}"):
+            set_status(self.ui.segmentationSelector.currentNode(), self.walk.current, new)
+        self.refreshStructures()
+
+    def onReviewed(self):
+        self.setStructureStatus("reviewed")
+
+    def onApprove(self):
+        self.setStructureStatus("approved")
+
+    def onReopen(self):
+        self.setStructureStatus("reviewed")
 
     def pointWidgets(self, word):
         return getattr(self.ui, f"{word}PointsSelector"), getattr(self.ui, f"{word}PlaceWidget")
@@ -302,6 +450,8 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
         self.updateUndoButtons()
         self.ui.roundSlider.enabled = bool(self.logic.rounds) and not busy
         self.ui.continueButton.enabled = not busy and volume is not None and seg is not None
+        if getattr(self, "walk", None) is not None:  # (setupPanel calls this before setupStructures)
+            self.refreshStructures()
 
     def onApply(self):
         self.logic.start(self.ui.inputVolumeSelector.currentNode(), self.ui.segmentationSelector.currentNode(),
@@ -310,7 +460,8 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
                          model=self.ui.modelComboBox.currentText, structure=self.ui.structureLineEdit.text,
                          iterations=self.ui.iterationsSpinBox.value, slices=self.ui.slicesLineEdit.text,
                          points_node=self.pointNodes(), roi_node=self.ui.roiSelector.currentNode(),
-                         propagate=self.ui.propagateCheckBox.checked, continue_loop=self._continue)
+                         propagate=self.ui.propagateCheckBox.checked, continue_loop=self._continue,
+                         box_propagate=self._drafting is not None and self.ui.boxDraftCheckBox.checked)
         self._continue = False
 
     def onContinue(self):
@@ -334,6 +485,13 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
     def onFinished(self, runner):
         if self.ui.segmentationSelector.currentNode() is None and runner.phase.value == "done":
             self.selectOutput(self.logic.segmentation_node)
+        if self._drafting is not None:
+            if runner.phase.value == "done":
+                from MedSegSuiteLib.structures import mark_drafted
+
+                mark_drafted(self.logic.segmentation_node, self._drafting)
+            self._drafting = None
+            self.refreshStructures()
         if runner.phase.value == "done" and self.logic.rounds:
             last = len(self.logic.rounds) - 1
             self.ui.roundSlider.blockSignals(True)

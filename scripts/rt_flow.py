@@ -7,16 +7,19 @@ the manual reference) -> reviewed -> approved (an AI write is then refused) -> R
 through ``medsegsuite export`` -> dciodvfy, rt-utils, highdicom and our readers -> Dice of the read-back
 masks against the exported ones, and an overlay PNG.
 
-    PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py [--slices 62:67] [--out OUT]
+    PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py [--slices all] [--out OUT] [--threads 1]
 
-``--slices`` bounds the CoSAM draft and the propagation to a slab (each slice costs one LiteMedSAM
-encoder pass, ~2 s on an idle 2-core CPU): the flow is the same for the whole CT (``--slices all``).
+By default the whole CT: CoSAM on every axial slice (with its extent pass: every 4th slice first, then
+the span the liver covers), the GTVp box on the middle slice of the largest lesion of the manual
+reference, propagated until the lesion ends. ``--slices a:b`` bounds both to a slab (then the box is
+drawn on the slab's middle slice, as a quick check).
 """
 from __future__ import annotations
 
 import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +35,11 @@ def dice(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--slices", default="62:67", help="axial slab a:b (end exclusive) or 'all'")
+    ap.add_argument("--slices", default="all", help="axial slab a:b (end exclusive) or 'all'")
+    ap.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads")
+    ap.add_argument("--propagation-table", choices=("auto", "yes", "no"), default="auto",
+                    help="also write rt_propagation.md (scripts/rt_propagation_eval.py's table) from this run's "
+                    "embeddings (auto: on the whole CT)")
     ap.add_argument("--out", default=None, help="folder for the DICOM files (default: a temporary one)")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--image", default="docs/images/radiotherapy_overlay.png")
@@ -48,13 +55,14 @@ def main():
     from medsegsuite.engine.interface import run_job
     from medsegsuite.errors import InputError
     from medsegsuite.io import read_image
+    from medsegsuite.progress import ProgressPrinter
     from medsegsuite.provenance import write_markdown
     from medsegsuite.rt import StructureSet, load_template
     from medsegsuite.sampledata import lits117_segmentation
     from medsegsuite.sampledata.dicom import export_lits117_dicom
     from medsegsuite.volume import SliceEngine, parse_slices
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(args.out or tempfile.mkdtemp(prefix="rt_flow_"))
     if out.exists():
         shutil.rmtree(out)
@@ -72,20 +80,30 @@ def main():
     ref = lits117_segmentation()
     eng = SliceEngine.for_volume(ct, "axial")
     slab = parse_slices(args.slices, eng.n_slices)
-    mid = slab[len(slab) // 2]
+    whole = len(slab) == eng.n_slices
+    lab3, _ = ndimage.label(ref.masks["tumour"])
+    sizes = np.bincount(lab3.ravel())[1:]
+    lesion_big = lab3 == 1 + int(np.argmax(sizes))  # the largest lesion of the manual reference
+    lesion_slices = [k for k in range(eng.n_slices) if eng.slice(lesion_big, k).any()]
+    # whole CT: the box goes on the middle slice of the largest lesion; a slab: on the slab's middle slice
+    mid = lesion_slices[len(lesion_slices) // 2] if whole else slab[len(slab) // 2]
     ss = StructureSet(load_template("abdomen"), ct.geometry)  # 3. template
     say(f"3. template 'abdomen': {len(ss.template.structures)} structures, next: {ss.next_structure()}")
     with LocalBackend("cpu") as backend:
         # 4. Liver drafted by CoSAM (same-case model)
         t = time.time()
-        r = run_job(backend, "cosam.segment", ct, {"model": "liver", "slices": slab})
+        r = run_job(backend, "cosam.segment", ct, {"model": "liver", "slices": slab},
+                    on_event=ProgressPrinter("CoSAM liver", sys.stdout))
         liver = r.masks[r.info["structure"]]
         ss.write_ai("Liver", liver, "CoSAM (liver)")
         sel = np.zeros(ct.shape, bool)
         for k in slab:
             eng.put(sel, k, np.ones(eng.slice_shape, bool))
         d_liver = dice(liver & sel, ref.masks["liver"] & sel)
-        say(f"4. Liver drafted by CoSAM on axial slices {slab[0]}-{slab[-1]} in {time.time() - t:.0f} s: "
+        ext = r.info.get("extent") or {}
+        say(f"4. Liver drafted by CoSAM on axial slices {slab[0]}-{slab[-1]} in {time.time() - t:.0f} s "
+            f"(encoder route {r.info.get('encoder_route')}, {len(r.info.get('slices', []))} slices segmented"
+            + (f", extent pass every {ext.get('step')}th slice first" if ext else "") + "): "
             f"Dice {d_liver:.3f} vs the manual reference (SAME-CASE: the model was trained on LiTS-117)")
         # 5. GTVp from one box on the middle slice, propagated
         tum = eng.slice(ref.masks["tumour"], mid)
@@ -95,17 +113,34 @@ def main():
         box = [int(cc.min()), int(rr.min()), int(cc.max()) + 1, int(rr.max()) + 1]
         t = time.time()
         r = run_job(backend, "sam.propagate", ct, {"slice": mid, "box": box, "window": CT_WINDOW, "structure": "GTVp",
-                                                   "max_slices": max(mid - slab[0], slab[-1] - mid)})
+                                                   "max_slices": None if whole else max(mid - slab[0], slab[-1] - mid)},
+                    on_event=ProgressPrinter("GTVp propagation", sys.stdout))
         gtv = r.masks["GTVp"] & sel
         ss.write_ai("GTVp", gtv, "LiteMedSAM box propagation")
         seed = np.zeros(ct.shape, bool)
         eng.put(seed, mid, big)
-        lab3, _ = ndimage.label(ref.masks["tumour"])
         lesion3d = lab3 == lab3[tuple(np.argwhere(seed)[0])]
+        ls = [k for k in range(eng.n_slices) if eng.slice(lesion3d, k).any()]
         d_gtv = dice(gtv, lesion3d & sel)
-        say(f"5. GTVp from one box {box} on slice {mid}, propagated to slices {r.info['slices'][0]}-"
-            f"{r.info['slices'][-1]} in {time.time() - t:.0f} s (stopped: {r.info['stopped']}): Dice {d_gtv:.3f} vs "
-            "that lesion of the manual reference on the slab (LiteMedSAM pretrained by its authors)")
+        say(f"5. GTVp from one box {box} on slice {mid} (MODEL-FREE: LiteMedSAM pretrained by its authors, box "
+            f"simulated from the manual reference), propagated to slices {r.info['slices'][0]}-{r.info['slices'][-1]} "
+            f"in {time.time() - t:.0f} s (stopped: {r.info['stopped']}): Dice {d_gtv:.3f} vs that lesion of the "
+            f"manual reference (slices {ls[0]}-{ls[-1]}" + (")" if whole else ", on the slab)"))
+        if args.propagation_table == "yes" or (args.propagation_table == "auto" and whole):
+            from rt_propagation_eval import propagation_rows, write_results
+
+            t = time.time()
+            try:
+                prows = propagation_rows(backend, ct, ref, 12, ProgressPrinter("propagation table", sys.stdout))
+                path = write_results(prows, args.results, 12, "PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py",
+                                     "Computed by `scripts/rt_flow.py` on the CT read back from its DICOM export, reusing "
+                                     "the slice embeddings of its CoSAM pass (`scripts/rt_propagation_eval.py` computes "
+                                     "the same table on its own).")
+                say(f"5b. propagation table (liver bounded to 12 slices each way; the largest lesion until it ends) in "
+                    f"{time.time() - t:.0f} s: {path}; tumour Dice propagation "
+                    f"{prows[1]['dice_propagation']:.3f} vs oracle {prows[1]['dice_oracle']:.3f} (MODEL-FREE)")
+            except Exception as e:  # the flow's own results are written all the same
+                say(f"5b. propagation table FAILED: {type(e).__name__}: {e}")
     # 6. review and approve; an AI write into an approved structure is refused
     for name in ("Liver", "GTVp"):
         ss.set_status(name, "reviewed", "Reviewer A")
@@ -167,11 +202,16 @@ def main():
     fig.tight_layout()
     Path(args.image).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.image, dpi=90)
-    say(f"9. overlay {args.image}; total {time.time() - t0:.0f} s (machine shared by ~8 jobs on 2 cores)")
+    import os
+
+    say(f"9. overlay {args.image}; total {time.time() - t0:.0f} s with {args.threads} thread(s) (machine shared by "
+        f"~8 jobs on 2 cores; load average {os.getloadavg()[0]:.1f} at the end)")
     lines = ["# Radiotherapy flow on the bundled CT (scripts/rt_flow.py)", "",
              "Real CT (LiTS-117, manual reference). Liver by CoSAM: **same-case** (the shipped model was trained on "
-             "LiTS-117). GTVp by LiteMedSAM (pretrained by its authors) from one box simulated from the manual "
-             f"reference. CoSAM and propagation ran on axial slices {slab[0]}-{slab[-1]} (`--slices {args.slices}`).", ""]
+             "LiTS-117). GTVp **model-free**: box-prompted LiteMedSAM (pretrained by its authors, not by this "
+             "project) from one box simulated from the manual reference, propagated slice to slice. "
+             + ("CoSAM and propagation ran on the whole CT (all 128 axial slices)." if whole else
+                f"CoSAM and propagation ran on axial slices {slab[0]}-{slab[-1]} (`--slices {args.slices}`)."), ""]
     lines += [f"- {m}" for m in log]
     lines += ["", "| structure | RTSTRUCT read back (ours) | RTSTRUCT read back (rt-utils) | SEG read back (highdicom) |",
               "|---|---|---|---|"]
@@ -179,7 +219,8 @@ def main():
     lines += ["", "Dice of each read-back mask against the exported mask. rt-utils rounds contour points to whole "
               "pixels and fills with the boundary included, so its masks are the exported ones grown by up to one "
               "pixel (lower Dice on small structures); our reader and highdicom are exact.", "",
-              f"Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py --slices {args.slices}`"]
+              "Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py"
+              + ("" if whole else f" --slices {args.slices}") + "`"]
     print(write_markdown(Path(args.results) / "rt_flow.md", lines))
 
 

@@ -97,3 +97,74 @@ def rows(seg_node, template) -> list[tuple[str, str]]:
 def next_structure(seg_node, template) -> str | None:
     """The first template structure that is not approved (the panel's *Next*)."""
     return next((n for n, st in rows(seg_node, template) if st != "approved"), None)
+
+
+def propagation_request(volume, box, structure: str, plane: str = "axial") -> tuple[str, dict]:
+    """(task, params) of ``sam.propagate`` for a structure no model was trained on: the ROI's IJK box
+    (``prompts.box_from_roi``) becomes a box on its middle slice of ``plane``, propagated both ways."""
+    from medsegsuite.volume import SliceEngine
+
+    engine = SliceEngine.for_volume(volume, plane)
+    corners = [engine.ijk_to_slice((i, j, k)) for i in (box.lo[0], box.hi[0] - 1)
+               for j in (box.lo[1], box.hi[1] - 1) for k in (box.lo[2], box.hi[2] - 1)]
+    xs, ys, ks = zip(*corners)
+    x0, y0, x1, y1 = int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise InputError(f"the ROI is {x1 - x0}x{y1 - y0} pixels on the {engine.plane} slices: draw a box around "
+                         "the structure on one slice")
+    return "sam.propagate", {"structure": structure, "plane": engine.plane, "slice": (min(ks) + max(ks)) // 2,
+                             "box": [x0, y0, x1, y1]}
+
+
+class TemplateWalk:
+    """The panel section's state: which template, which structure is current. GUI-free."""
+
+    def __init__(self, template=None):
+        self.template = template
+        self.current: str | None = None
+
+    def load(self, spec) -> None:
+        from medsegsuite.rt import load_template
+
+        self.template = load_template(spec)
+        self.current = None
+
+    def apply(self, seg_node) -> list[str]:
+        if self.template is None:
+            raise InputError("choose a structure template first")
+        added = apply_template(seg_node, self.template)
+        self.current = self.current or next_structure(seg_node, self.template)
+        return added
+
+    def rows(self, seg_node) -> list[tuple[str, str]]:
+        return rows(seg_node, self.template) if self.template is not None and seg_node is not None else []
+
+    def next(self, seg_node) -> str | None:
+        """The first structure after the current one (wrapping round) that is not approved."""
+        names = [n for n, st in self.rows(seg_node) if st != "approved"]
+        order = [s.name for s in self.template.structures] if self.template else []
+        if not names:
+            self.current = None
+            return None
+        if self.current in order:
+            start = order.index(self.current)
+            later = [n for n in order[start + 1:] + order[:start + 1] if n in names]
+            self.current = later[0]
+        else:
+            self.current = names[0]
+        return self.current
+
+    def select(self, name: str) -> None:
+        if self.template is None:
+            raise InputError("choose a structure template first")
+        self.current = self.template.require(name).name
+
+    def require_current(self) -> str:
+        if self.current is None:
+            raise InputError("choose a structure first (Next, or click one in the table)")
+        return self.current
+
+    def can_draft(self, seg_node) -> bool:
+        """Drafting writes with AI: refused for an approved structure (reopen it first)."""
+        return self.current is not None and (seg_node is None or segment_id(seg_node, self.current) is None
+                                              or status(seg_node, self.current) != "approved")

@@ -21,6 +21,7 @@ from trame_slicer.app.ui import SegmentationAppUI  # noqa: E402
 from trame_slicer.core import SlicerApp  # noqa: E402
 
 from .panels import CoSAMPanel, HubPanel, ScribblePanel, TTAPanel  # noqa: E402
+from .structures_panel import StructuresPanel  # noqa: E402
 
 POLL_S = 0.1
 
@@ -86,12 +87,14 @@ class MedSegSuiteWebApp(TrameApp):
         self._logic = SegmentationAppLogic(self.server, self.slicer_app)
         self.cosam, self.scribble, self.tta = CoSAMPanel(self), ScribblePanel(self), TTAPanel(self)
         self.hub = HubPanel(self)
-        self.panels = [self.cosam, self.scribble, self.tta, self.hub]
+        self.structures = StructuresPanel(self)
+        self.panels = [self.cosam, self.scribble, self.tta, self.hub, self.structures]
         self._ui = MedSegSuiteWebUI(self.server, self._logic.layout_manager, [
             ("Self-correcting SAM", "mdi-auto-fix", self.cosam),
             ("Scribble segmentation", "mdi-draw", self.scribble),
             ("Test-time adaptation", "mdi-tune", self.tta),
-            ("MedSegSuite backend", "mdi-server", self.hub)])
+            ("MedSegSuite backend", "mdi-server", self.hub),
+            ("Structures (radiotherapy)", "mdi-format-list-checks", self.structures)])
         self._logic.set_ui(self._ui)
         self._give_effect_pipelines_their_views()
         self.state.trame__title = "MedSegSuite"

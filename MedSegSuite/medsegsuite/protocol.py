@@ -15,7 +15,8 @@ API_HEADER = "X-MedSegSuite-API"      # the client's API version, checked when a
 CAPABILITIES = ["images.fingerprint-reuse", "arrays.zlib", "arrays.bitpacked-bool", "arrays.crop",
                 "results.mask-crops", "jobs.events-longpoll", "jobs.cancel", "sessions.lease",
                 "tasks.schemas", "results.crops", "models.import", "sessions.interactive-state",
-                "auth.users-roles", "limits.budgets"]
+                "auth.users-roles", "limits.budgets",
+                "images.dicom-upload"]
 
 # error codes (HTTP status in brackets)
 E_BAD_REQUEST = "bad_request"            # [400] malformed payload, bad params, NaN, wrong dtype/geometry

@@ -31,15 +31,18 @@ def test_stop_rules():
 
 
 def test_box_on_one_slice_propagates_to_its_neighbours(lits, backend):
-    """Real CT (LiTS-117), the pretrained LiteMedSAM; box from the manual reference on slice 64."""
+    """Real CT (LiTS-117), the pretrained LiteMedSAM; box from the manual reference on slice 64. The plain
+    PyTorch encoder (an exact route, sam/encoder_routes.py): three slices cost less than building the ONNX
+    route would when this file runs on its own (the routes' equality is tested in test_encoder_routes.py)."""
     ct, ref = lits
     eng = SliceEngine.for_volume(ct, "axial")
     liver, k = ref.masks["liver"], 64
     r, c = np.nonzero(eng.slice(liver, k))
     box = [int(c.min()), int(r.min()), int(c.max()) + 1, int(r.max()) + 1]
     res = run_job(backend, "sam.propagate", ct, {"slice": k, "box": box, "window": CT_WINDOW, "max_slices": 1,
-                                                 "structure": "Liver"})
+                                                 "structure": "Liver", "encoder": "fp32"})
     out = res.masks["Liver"]
+    assert res.info["encoder_route"] == "fp32"
     assert res.info["slices"] == [63, 64, 65] and res.info["stopped"] == {"up": "max_slices 1", "down": "max_slices 1"}
     for kk in (63, 64, 65):
         a, b = eng.slice(out, kk), eng.slice(liver, kk)

@@ -70,6 +70,9 @@ def register(sub):
     d.add_argument("--max-session-mb", type=float, default=4096.0,
                    help="memory one session's images and queued inputs may take, MiB (default 4096)")
     d.add_argument("--max-image-voxels", type=int, default=2**29, help="largest image, voxels (default 2^29)")
+    d.add_argument("--max-dicom-files", type=int, default=5000,
+                   help="files in one uploaded DICOM series (default 5000; its unpacked size counts against "
+                   "--max-request-mb, its voxels against --max-image-voxels)")
     d.add_argument("--max-model-mb", type=float, default=1024.0,
                    help="largest checkpoint an admin may upload (PUT /models/ID), in MiB (default 1024)")
     d.add_argument("--job-time-limit", type=float, default=1800.0,
@@ -123,7 +126,8 @@ def run(args):
                          f"(medsegsuite users add NAME --role clinician --users-file {args.users_file})")
     numbers = (args.max_sessions, args.max_upload_mb, args.lease_ttl, args.max_model_mb, args.max_request_mb,
                args.max_session_mb, args.max_image_voxels, args.job_time_limit, args.training_time_limit,
-               args.image_idle_ttl, args.max_sessions_per_user, args.max_longpolls_per_user, args.retention_days)
+               args.image_idle_ttl, args.max_sessions_per_user, args.max_longpolls_per_user, args.retention_days,
+               args.max_dicom_files)
     if any(n <= 0 for n in numbers):
         raise InputError("limits (--max-*, --lease-ttl, --*-time-limit, --image-idle-ttl, --retention-days) "
                          "must be positive")
@@ -137,6 +141,7 @@ def run(args):
                           max_images_per_session=args.max_images_per_session, max_upload_mb=args.max_upload_mb,
                           max_request_mb=args.max_request_mb, max_session_mb=args.max_session_mb,
                           max_image_voxels=args.max_image_voxels, max_model_mb=args.max_model_mb,
+                          max_dicom_files=args.max_dicom_files,
                           job_time_limit=args.job_time_limit, training_time_limit=args.training_time_limit,
                           lease_ttl=args.lease_ttl, image_idle_ttl=args.image_idle_ttl, dyna_queue=args.dyna_queue,
                           retention_days=args.retention_days, ssl_certfile=args.ssl_certfile,

@@ -37,6 +37,23 @@ class LocalBackend:
         return {"api_version": API_VERSION, "server_version": __version__, "device": self.device,
                 "device_name": describe_device(self.device), "tasks": sorted(available_tasks())}
 
+    def set_dicom(self, source, series: str | None = None) -> dict:
+        """One DICOM series (a folder, ``FOLDER#SERIES_UID``, a .zip file or zip bytes) as an image: the
+        same answer as `RemoteBackend.set_dicom` (``id``, ``geometry``, ``dtype``, ``dicom``)."""
+        from ..dicom.archive import read_series_archive
+        from ..dicom.series import read_series, split_series_spec
+
+        if isinstance(source, (bytes, bytearray)):
+            vol = read_series_archive(bytes(source), series)
+        else:
+            folder, uid = split_series_spec(source)
+            vol = (read_series_archive(folder.read_bytes(), series or uid) if folder.is_file()
+                   else read_series(f"{folder}#{series or uid}" if (series or uid) else folder))
+        image_id = self.set_image(vol)
+        d = vol.meta["dicom"]
+        return {"id": image_id, "dtype": vol.array.dtype.name, "geometry": vol.geometry.to_dict(), "name": vol.name,
+                "dicom": {k: d[k] for k in d if k != "files"}}
+
     def set_image(self, volume: Volume) -> str:
         if not isinstance(volume, Volume):
             raise InputError("set_image takes a medsegsuite Volume")

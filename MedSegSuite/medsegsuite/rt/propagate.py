@@ -17,6 +17,7 @@ from ..engine.interface import JobResult
 from ..engine.schema import Param
 from ..engine.tasks import task
 from ..errors import InputError
+from ..sam.params import ENCODER_PARAM
 from ..sam.predictor import component_boxes
 from ..sam.tasks import get_predictor
 from ..volume import SliceEngine
@@ -37,6 +38,7 @@ PROPAGATE_PARAMS = [
           range=(0, None)),
     Param("direction", "choice", "both", "which way to propagate from the prompted slice",
           choices=("both", "up", "down")),
+    ENCODER_PARAM,
 ]
 
 
@@ -87,7 +89,7 @@ def propagate(ctx, image, params, inputs):
     if pts is not None and (np.any(pts[:, 0] < 0) or np.any(pts[:, 0] >= W) or np.any(pts[:, 1] < 0)
                             or np.any(pts[:, 1] >= H) or not np.isin(pts[:, 2], (0, 1)).all()):
         raise InputError(f"points must be x, y, label rows inside the {W}x{H} slice with label 1 or 0")
-    pred = get_predictor(ctx)
+    pred = get_predictor(ctx, encoder=params["encoder"])
     arr, image_id, window = image.array, image.fingerprint(), params["window"]
     out = np.zeros(arr.shape, bool)
 
@@ -126,5 +128,6 @@ def propagate(ctx, image, params, inputs):
             prev, k, steps = m, k + d, steps + 1
             ctx.progress(len(done) / total, f"propagated to slice {k - d} ({len(done)} slices)")
     info = {"structure": params["structure"], "plane": engine.plane, "prompt_slice": s, "slices": sorted(done),
-            "stopped": stopped, "encoder_calls": pred.encoder_calls}
+            "stopped": stopped, "encoder_calls": pred.encoder_calls,
+            "encoder_route": pred.backbone.encoder_route}
     return JobResult(masks={params["structure"]: out}, info=info)

@@ -454,6 +454,38 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         body = await read_body(request)
         return await run_in_threadpool(_store_image, s, image_id, body, request.state.user)
 
+    def _store_dicom(s, body: bytes, series: str | None, user: User) -> dict:
+        """A DICOM series sent as a zip (dicom/archive.py checks it as untrusted input): read into an image
+        held for this session, like an uploaded array. No path crosses the API either way."""
+        from ..dicom.archive import ArchiveTooLarge, read_series_archive
+
+        try:
+            v = read_series_archive(body, series, max_files=config.max_dicom_files,
+                                    max_bytes=config.max_request_bytes, max_voxels=config.max_image_voxels)
+        except ArchiveTooLarge as e:
+            state.audit.write("image.dicom", "refused", user=user.name, session=s.id[:13], reason="too large")
+            raise ApiError(413, P.E_TOO_LARGE, redact_paths(str(e))) from None
+        except InputError:
+            state.audit.write("image.dicom", "refused", user=user.name, session=s.id[:13], reason="bad input")
+            raise
+        fp = v.fingerprint()
+        with state.sessions.lock:
+            if fp not in s.images:
+                _make_room(s, v.array.nbytes)
+            state.backend.images.setdefault(fp, v)
+            state.sessions.attach(s, fp)
+        d = v.meta["dicom"]
+        state.audit.write("image.dicom", user=user.name, session=s.id[:13], image=fp, voxels=int(v.array.size),
+                          files=len(d["sop_instance_uids"]))
+        return {"id": fp, "dtype": v.array.dtype.name, "geometry": v.geometry.to_dict(), "name": v.name,
+                "dicom": {k: d[k] for k in d if k != "files"}}
+
+    @api.post("/images/dicom", status_code=201)
+    async def image_dicom(request: Request, series: str | None = None, s=Depends(session)):
+        """Upload one DICOM series as a zip of its files (``series``: which one, when it holds several)."""
+        body = await read_body(request)
+        return await run_in_threadpool(_store_dicom, s, body, series, request.state.user)
+
     @api.delete("/images/{image_id}", status_code=204)
     def image_delete(image_id: str, s=Depends(session)):
         state.sessions.detach(s, image_id)

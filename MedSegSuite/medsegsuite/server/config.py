@@ -30,6 +30,7 @@ class ServerConfig:
     max_session_mb: float = 4096.0    # images one session holds, decompressed
     max_image_voxels: int = 2**29     # one image
     max_model_mb: float = 1024.0      # a checkpoint uploaded with PUT /models/{id}
+    max_dicom_files: int = 5000       # files in one DICOM series upload (POST /images/dicom)
     lease_ttl: float = 60.0           # seconds a session lives without a request or heartbeat
     longpoll_max: float = 10.0        # longest events long-poll, seconds
     max_longpolls_per_user: int = 8   # long-polls one user may hold open at once (more: 429)
