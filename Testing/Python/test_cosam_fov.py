@@ -48,8 +48,10 @@ def test_centred_window_puts_the_point_in_the_middle_and_pads_with_the_minimum()
 
 def test_when_a_slice_differs_from_the_model_and_bad_windows():
     assert not differs((128, 128), (2.0, 2.0), 2.0, 128)  # LiTS-117, the training crop itself
+    assert not differs((256, 256), (1.0, 1.0), 2.0, 128)  # finer pixels, the same field of view: same scale
+    assert not differs((122, 101), (3.0, 3.0), 2.0, 128)  # TotalSegmentator's native CT, 36.6 cm (1.43×)
     assert differs((512, 512), (0.977, 0.977), 2.0, 128)  # a 50 cm clinical CT
-    assert differs((128, 128), (1.0, 1.0), 2.0, 128)  # same pixels, half the field of view
+    assert differs((128, 128), (1.0, 1.0), 2.0, 128)  # half the field of view
     with pytest.raises(InputError):
         Windows((10, 10), (0.0, 1.0), 2.0, 64, ((0, 0),))
     with pytest.raises(InputError):

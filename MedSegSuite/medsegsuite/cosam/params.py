@@ -29,7 +29,7 @@ SEGMENT_PARAMS = [
           "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
     Param("field_of_view", "choice", "auto", "model: show the model windows at the pixel size and field of view "
           "it was trained at (locate, then segment in one window); slice: the whole slice squeezed into its input; "
-          "auto: model when the image's pixel size or field of view is >20 % off the model's",
+          "auto: model when the image's field of view is over 1.5x (or under 1/1.5 of) the model's",
           choices=("auto", "model", "slice")),
     Param("return_rounds", "bool", False, "also return every round's mask as <structure>_round<t>", cli=False),
     Param("session", "str", None, "keep the result in this interactive session (then cosam.click)", cli=False),
