@@ -76,7 +76,37 @@ def register(sub):
     e.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="change the training recipe, e.g. --set steps=200 --set lr=1e-4 (see cosam/evaluate.py)")
     e.set_defaults(func=run_eval)
+    c = s.add_parser("crosscase", help="a CoSAM model on TotalSegmentator's real CTs (pseudo liver labels), each "
+                     "field-of-view mode next to box-prompted LiteMedSAM -> docs/results/cosam_crosscase.md")
+    c.add_argument("--model", nargs="+", default=["liver"], help="registry ids or checkpoint files (default: liver)")
+    c.add_argument("--out", default="docs/results/cosam_crosscase.md", metavar="TABLE.md")
+    c.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    c.set_defaults(func=run_crosscase)
     p.set_defaults(func=lambda a: p.print_help())
+
+
+def run_crosscase(args):
+    import torch
+
+    from ..cosam.crosscase import cross_case_results
+    from ..cosam.evaluate import cross_markdown
+    from ..errors import MissingDataError
+    from ..provenance import write_json, write_markdown
+
+    torch.set_num_threads(args.threads)
+    models = [_abs(m) if Path(m).exists() else m for m in args.model]
+    cross = cross_case_results(models)
+    if cross is None:
+        raise MissingDataError("no real CT reached this machine: run 'medsegsuite sampledata fetch' first")
+    head = ["# CoSAM cross-case: real CTs the model never saw", "",
+            f"Written by `medsegsuite cosam crosscase --model {' '.join(args.model)}` "
+            "(`MedSegSuite/medsegsuite/cosam/crosscase.py`); models: " + ", ".join(f"`{m}`" for m in args.model)
+            + ". Each row: mean per-slice Dice over the slices holding *pseudo* liver (± sd over the models when "
+            "several are given).", ""]
+    out = Path(args.out)
+    write_markdown(out, head + cross_markdown(cross)[2:])
+    write_json(out.with_suffix(".json"), {"models": args.model, "cross_case": cross})
+    print(f"wrote {out}")
 
 
 def run_eval(args):

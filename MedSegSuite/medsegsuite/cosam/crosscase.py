@@ -11,8 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics import dice, slice_dice
+from ..volume.fov import canonical_pixel_mm, differs
+from .windows import training_geometry
 
 CASES = ("ts-ct-native", "ts-ct-contrast")
+
+
+def load_card(model) -> dict:
+    """A CoSAM model's card (registry id or checkpoint file)."""
+    from pathlib import Path
+
+    from ..models.registry import default_registry
+    from .model import read_cosam
+
+    if Path(str(model)).exists():
+        return read_cosam(model)[1]
+    return default_registry().get(str(model)).load()["card"]
 
 
 def _liver_slices(engine, lab) -> list[int]:
@@ -56,17 +70,20 @@ def cross_case_results(model_paths, cases=CASES, log=print) -> dict | None:
                    "coarse": [], "final": [], "coarse_volume": [], "final_volume": [], "field_of_view": [],
                    "coarse_squeezed": [], "final_squeezed": []}
             for path in model_paths:
-                for fov, suffix in (("auto", ""), ("slice", "_squeezed")):
+                for fov, suffix in (("model", ""), ("slice", "_squeezed")):
                     r = run_job(backend, "cosam.segment", case.image, {"model": str(path), "plane": "axial",
                                                                         "slices": ks, "return_rounds": True,
                                                                         "field_of_view": fov})
                     c, f = r.arrays["liver_round0"] > 0, r.masks["liver"]
                     row["coarse" + suffix].append(float(np.mean(slice_dice(engine.stack(c, ks), ref2d))))
                     row["final" + suffix].append(float(np.mean(slice_dice(engine.stack(f, ks), ref2d))))
-                    if fov == "auto":
+                    if fov == "model":
                         row["coarse_volume"].append(dice(c, lab))
                         row["final_volume"].append(dice(f, lab))
                         row["field_of_view"].append(r.info.get("field_of_view"))
+            geo = training_geometry(load_card(model_paths[0]))
+            row["auto_uses"] = ("windows" if geo and differs(engine.slice_shape, canonical_pixel_mm(
+                engine, case.image.spacing), *geo) else "squeezed slice")
             log(f"cross-case {cid}: coarse {row['coarse']} final {row['final']} (squeezed slices: coarse "
                 f"{row['coarse_squeezed']} final {row['final_squeezed']}) box {row['box_slice_mean']:.3f}")
             out.append(row)
@@ -77,12 +94,13 @@ def cross_case_results(model_paths, cases=CASES, log=print) -> dict | None:
     note = ("Cross-case, real data: TotalSegmentator 2.18.0's reference CTs (fetched by `medsegsuite sampledata "
             "fetch`); their liver labels are TotalSegmentator's output, i.e. *pseudo* labels. The native CT "
             "has 30 axial slices and the contrast CT 20, so these are tiny cases (a few slices with liver each): "
-            "read them as a sanity check, not a benchmark. CoSAM runs as `cosam.segment` does by default (the "
-            "card's CT window -160..240 HU; `field_of_view` auto: slices whose pixel size or field of view is off "
-            "the model's 2 mm / 25.6 cm are resampled to 2 mm, the coarse head locates the liver on tiled windows "
-            "of 128 px, and the loop runs on one 128-px window centred there, `cosam/windows.py`); *squeezed* is "
-            "the old way (`field_of_view` slice: the whole slice resized to the model's input, no physical "
-            "resampling), run on the same models in the same backend; the box baseline gets one box per component "
+            "read them as a sanity check, not a benchmark. CoSAM runs through `cosam.segment` (the card's CT "
+            "window -160..240 HU) in both field-of-view modes on the same models in the same backend: *windows* "
+            "(`field_of_view` model: slices resampled to the model's 2 mm, the coarse head locates the liver on "
+            "tiled 128-px windows, the loop runs on one 128-px window centred there, `cosam/windows.py`) and "
+            "*squeezed* (`field_of_view` slice: the whole slice resized to the model's input, no physical "
+            "resampling, the only mode before); *auto uses* says which one the default picks for the case; the "
+            "box baseline gets one box per component "
             "of the *pseudo* label per slice (an oracle a user does not have). Dice = mean per-slice Dice over "
             "the slices holding *pseudo* liver; coarse/final: mean ± sd over the seed models.")
     return {"note": note, "cases": out}

@@ -156,14 +156,14 @@ def markdown(results: dict, settings: dict, cross: dict | None) -> list[str]:
 def cross_markdown(cross: dict) -> list[str]:
     L = ["## Cross-case: real CTs the model never saw (liver labels are *pseudo*)", "",
          cross.get("note", ""), "",
-         "| case | slices with liver | coarse | final | squeezed slice: coarse | squeezed slice: final | "
-         "box-prompted LiteMedSAM (box from the *pseudo* label) |",
-         "|---|---:|---:|---:|---:|---:|---:|"]
+         "| case | slices with liver | windows: coarse | windows: final | squeezed slice: coarse | squeezed slice: final | "
+         "auto uses | box-prompted LiteMedSAM (box from the *pseudo* label) |",
+         "|---|---:|---:|---:|---:|---:|---|---:|"]
     for c in cross.get("cases", []):
         sq = (f"{_ms(c['coarse_squeezed'])} | {_ms(c['final_squeezed'])}" if c.get("coarse_squeezed")
               else "– | –")
         L.append(f"| {c['case']} ({c['n_slices']} of {c['slices_total']} slices hold *pseudo* liver) | {c['n_slices']} | "
-                 f"{_ms(c['coarse'])} | {_ms(c['final'])} | {sq} | {c['box_slice_mean']:.3f} |")
+                 f"{_ms(c['coarse'])} | {_ms(c['final'])} | {sq} | {c.get('auto_uses', '–')} | {c['box_slice_mean']:.3f} |")
     L.append("")
     return L
 
