@@ -11,6 +11,8 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from MedSegSuiteLib.jobs import Phase
+from medsegsuite.errors import InputError
+from medsegsuite.scribble.params import QUICK_SETTINGS
 from MedSegSuiteLib.panel import button_text, status_text
 
 from .modules import logic as module_logic
@@ -231,6 +233,9 @@ class CoSAMPanel(Panel):
             html.Div(f"{{{{ {self.key('npoints')} }}}} point(s)", classes="text-caption")
 
 
+QUICK_ITERATIONS = QUICK_SETTINGS["iterations"]
+
+
 class ScribblePanel(Panel):
     PREFIX, MODULE, TITLE = "scribble", "ScribbleSeg", "Scribble segmentation (MaCo)"
     MODES = {"quick": ("Quick: train on these scribbles, segment", "Train quick"),
@@ -244,7 +249,8 @@ class ScribblePanel(Panel):
     def __init__(self, app):
         app.state[f"{self.PREFIX}_mode"] = "quick"
         super().__init__(app)
-        self.set(modes=[{"title": title, "value": mode} for mode, (title, _) in self.MODES.items()])
+        self.set(modes=[{"title": title, "value": mode} for mode, (title, _) in self.MODES.items()],
+                 iterations=QUICK_ITERATIONS)
         app.state.change(self.key("mode"))(self._mode_changed)
 
     def _mode_changed(self, **_):
@@ -254,7 +260,14 @@ class ScribblePanel(Panel):
     def start(self) -> None:
         scribbles = self.app.segmentation_node()
         out = self.app.prediction_node()
-        self.logic.start(self.app.volume_node, out, overwrite="all", mode=self.get("mode"), scribbles_node=scribbles)
+        try:
+            iterations = int(self.get("iterations"))
+        except (TypeError, ValueError):
+            raise InputError("training iterations must be a whole number") from None
+        if not 1 <= iterations <= 100000:
+            raise InputError("training iterations must be between 1 and 100000")
+        self.logic.start(self.app.volume_node, out, overwrite="all", mode=self.get("mode"), scribbles_node=scribbles,
+                         iterations=iterations)
 
     def build(self) -> None:
         with v3.VCard(flat=True, classes="pa-2"):
@@ -263,6 +276,8 @@ class ScribblePanel(Panel):
                      "then train. The prediction goes to its own segmentation, never into the scribbles.",
                      classes="text-caption")
             v3.VSelect(label="Mode", v_model=(self.key("mode"),), items=(self.key("modes"),), density="compact")
+            v3.VTextField(label="Training iterations", v_model=(self.key("iterations"),), type="number",
+                          density="compact", v_show=f"['quick', 'train'].includes({self.key('mode')})")
             self.common_widgets()
 
 

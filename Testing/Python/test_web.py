@@ -254,6 +254,27 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
     page.mouse.move(5, 5)   # no tooltip in the docs' screenshot (MEDSEGSUITE_WEB_SHOTS=docs/images refreshes it)
     page.screenshot(path=str(Path(os.environ.get("MEDSEGSUITE_WEB_SHOTS") or tmp_path) / "web_scribble.png"))
 
+    # then Train quick on the same strokes (a short training: the workflow, not the accuracy, is under test)
+    page.get_by_label("Mode").click(force=True)
+    page.get_by_role("option", name="Quick: train on these scribbles, segment").click()
+    page.get_by_label("Training iterations").fill("0")
+    page.get_by_role("button", name="Train quick", exact=True).click()
+    from playwright.sync_api import expect
+
+    expect(page.locator(".v-alert", has_text="training iterations must be between")).to_be_visible(timeout=30_000)
+    page.get_by_label("Training iterations").fill("15")
+    ref = _view_pixels(page)
+    _run_and_wait(page, "Train quick")
+    deadline = time.time() + 60
+    while (changed := _changed(ref, _view_pixels(page))) < 500 and time.time() < deadline:
+        time.sleep(1)
+    assert changed >= 500, f"the trained model's prediction did not show ({changed} pixels changed)"
+    nodes = _download_nodes(page, tmp_path, masks=True)
+    trained = next(c for f, c in nodes.items() if f.startswith("Scribble prediction"))["organ"]
+    kept = next(c for f, c in nodes.items() if not f.startswith("Scribble prediction") and "organ" in c)
+    assert {k: int(m.sum()) for k, m in kept.items()} == scribbles, "the scribbles changed"
+    assert trained.any() and not np.array_equal(trained, pred), "the prediction is not the trained model's"
+
 
 def test_run_cosam_shows_liver_in_the_views_and_scene(web, tmp_path):
     page = web["page"]
