@@ -432,3 +432,26 @@ def widget(standin: StandIn, name: str):
     w.setup()
     standin.widgets.append(w)
     return w
+
+
+@contextlib.contextmanager
+def with_volume(monkeypatch, recorder, geometry):
+    """:func:`installed`, with ``recorder`` as the panels' backend and a random volume node of ``geometry``
+    (``standin.volume``) in the scene: the set-up every panel-widget test starts from."""
+    import numpy as np
+
+    with installed(monkeypatch) as standin:
+        from MedSegSuiteLib import backends
+        from MedSegSuiteLib.volumes import volume_to_node
+
+        from medsegsuite.volume import Volume
+
+        backends.set_backend(recorder)
+        rng = np.random.default_rng(0)
+        standin.volume = volume_to_node(Volume.from_geometry(rng.normal(size=geometry.shape).astype(np.float32),
+                                                             geometry, "img"), standin.scene, "img")
+        standin.backend = recorder
+        try:
+            yield standin
+        finally:
+            backends.reset_backend()

@@ -5,7 +5,6 @@ as a small test task returning a box named after the requested structure (the re
 elsewhere). Prints OK at the end; any failed check raises."""
 import asyncio
 import sys
-import threading
 import time
 import types
 from pathlib import Path

@@ -18,7 +18,7 @@ import vtk  # noqa: E402
 
 from medsegsuite.engine import JobResult, task  # noqa: E402
 from medsegsuite.errors import InputError  # noqa: E402
-from medsegsuite.volume import Geometry, Volume  # noqa: E402
+from medsegsuite.volume import Geometry  # noqa: E402
 
 import pythonqt_standin  # noqa: E402
 
@@ -66,18 +66,8 @@ class Recorder:
 
 @pytest.fixture
 def gui(monkeypatch, backend):
-    with pythonqt_standin.installed(monkeypatch) as standin:
-        from MedSegSuiteLib import backends
-        from MedSegSuiteLib.volumes import volume_to_node
-
-        rec = Recorder(backend)
-        backends.set_backend(rec)
-        rng = np.random.default_rng(0)
-        standin.volume = volume_to_node(Volume.from_geometry(rng.normal(size=G.shape).astype(np.float32), G, "img"),
-                                        standin.scene, "img")
-        standin.backend = rec
+    with pythonqt_standin.with_volume(monkeypatch, Recorder(backend), G) as standin:
         yield standin
-        backends.reset_backend()
 
 
 def run_gui(standin, w, timeout=30.0):

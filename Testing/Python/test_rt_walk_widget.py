@@ -12,7 +12,7 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from medsegsuite.engine import JobResult, task  # noqa: E402
-from medsegsuite.volume import Geometry, Volume  # noqa: E402
+from medsegsuite.volume import Geometry  # noqa: E402
 
 import pythonqt_standin  # noqa: E402
 
@@ -48,18 +48,8 @@ class Recorder:
 
 @pytest.fixture
 def gui(monkeypatch, backend):
-    with pythonqt_standin.installed(monkeypatch) as standin:
-        from MedSegSuiteLib import backends
-        from MedSegSuiteLib.volumes import volume_to_node
-
-        rec = Recorder(backend)
-        backends.set_backend(rec)
-        rng = np.random.default_rng(0)
-        standin.volume = volume_to_node(Volume.from_geometry(rng.normal(size=G.shape).astype(np.float32), G, "img"),
-                                        standin.scene, "img")
-        standin.backend = rec
+    with pythonqt_standin.with_volume(monkeypatch, Recorder(backend), G) as standin:
         yield standin
-        backends.reset_backend()
 
 
 def _run(standin, w, timeout=30.0, phase="done"):
@@ -161,7 +151,7 @@ def test_the_structures_section_walks_a_template(gui):
 
 
 def test_next_ends_when_every_structure_is_approved():
-    from MedSegSuiteLib.structures import TemplateWalk, apply_template, set_status
+    from MedSegSuiteLib.structures import TemplateWalk, set_status
     from MedSegSuiteLib import segments as S
     from MedSegSuiteLib.scene import new_scene
     from medsegsuite.rt.templates import template_from_dict

@@ -195,6 +195,16 @@ def _segment_list_names(page) -> list:
     return names
 
 
+def _prediction_keeping(page, tmp_path, scribbles):
+    """The 'organ' mask of the scribble prediction node, after checking the scribbles are untouched (a
+    prediction is never written into them)."""
+    nodes = _download_nodes(page, tmp_path, masks=True)
+    pred = next(c for f, c in nodes.items() if f.startswith("Scribble prediction"))["organ"]
+    kept = next(c for f, c in nodes.items() if not f.startswith("Scribble prediction") and "organ" in c)
+    assert {k: int(m.sum()) for k, m in kept.items()} == scribbles, "the scribbles changed"
+    return pred
+
+
 def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path):
     """Scribbles as an annotator makes them: add a segment, name it, paint a stroke in the axial view with
     the Segment Editor's Paint; the same for 'background'; then the scribble panel's Grow from seeds (the
@@ -238,10 +248,7 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
     while (changed := _changed(ref, _view_pixels(page))) < 5000 and time.time() < deadline:
         time.sleep(1)
     assert changed >= 5000, f"no prediction overlay in the axial view ({changed} pixels changed)"
-    nodes = _download_nodes(page, tmp_path, masks=True)
-    pred = next(c for f, c in nodes.items() if f.startswith("Scribble prediction"))["organ"]
-    kept = next(c for f, c in nodes.items() if not f.startswith("Scribble prediction") and "organ" in c)
-    assert {k: int(m.sum()) for k, m in kept.items()} == scribbles, "the scribbles changed"   # never written into
+    pred = _prediction_keeping(page, tmp_path, scribbles)
     assert pred.sum() > 20 * scribbles["organ"], (int(pred.sum()), scribbles)   # grown from one stroke into 3D
     # the organ stroke was drawn in the liver: most of what grew from it is liver by LiTS-117's manual label
     # (same case; the label's liver is ~29 % of the volume, so chance would give ~0.3)
@@ -269,10 +276,7 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
     while (changed := _changed(ref, _view_pixels(page))) < 500 and time.time() < deadline:
         time.sleep(1)
     assert changed >= 500, f"the trained model's prediction did not show ({changed} pixels changed)"
-    nodes = _download_nodes(page, tmp_path, masks=True)
-    trained = next(c for f, c in nodes.items() if f.startswith("Scribble prediction"))["organ"]
-    kept = next(c for f, c in nodes.items() if not f.startswith("Scribble prediction") and "organ" in c)
-    assert {k: int(m.sum()) for k, m in kept.items()} == scribbles, "the scribbles changed"
+    trained = _prediction_keeping(page, tmp_path, scribbles)
     assert trained.any() and not np.array_equal(trained, pred), "the prediction is not the trained model's"
 
 
