@@ -237,6 +237,13 @@ def test_the_server_refuses_each_attack_with_a_clear_status(srv, series):
             c.set_dicom(big)
 
 
+def _run(client, image_id):
+    """Start the stats job and wait for it to end (``result`` alone does not wait)."""
+    job = client.start_job("test_dcm.stats", image_id)
+    client.wait(job, timeout=300)
+    return client.result(job)
+
+
 def test_a_client_sends_a_series_and_a_job_runs_on_it(srv, series):
     s, keys = srv
     ref = read_series(series[0])
@@ -245,14 +252,14 @@ def test_a_client_sends_a_series_and_a_job_runs_on_it(srv, series):
         assert info["id"] == ref.fingerprint()
         assert info["dicom"]["series_uid"] == ref.meta["dicom"]["series_uid"]
         assert "files" not in info["dicom"]
-        r = c.result(c.start_job("test_dcm.stats", info["id"]))
+        r = _run(c, info["id"])
         assert r.info == {"shape": list(ref.shape), "sum": float(ref.array.astype(np.float64).sum())}
         # the other user cannot reach it through this session
         r = raw(s, "GET", f"/images/{info['id']}", key=keys["b"], session=c.session_id)
         assert r.status_code == 403
         # the server let the image go: the client sends the same zip again, once, by itself
         assert raw(s, "DELETE", f"/images/{info['id']}", key=keys["a"], session=c.session_id).status_code == 204
-        r = c.result(c.start_job("test_dcm.stats", info["id"]))
+        r = _run(c, info["id"])
         assert r.info["sum"] == float(ref.array.astype(np.float64).sum())
         # one of several series, picked by UID on the client side (FOLDER#UID) or by parameter
         b = read_series(series[1])
