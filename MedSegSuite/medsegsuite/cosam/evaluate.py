@@ -111,8 +111,10 @@ def markdown(results: dict, settings: dict, cross: dict | None) -> list[str]:
          f"figures are **mean ± sample standard deviation over the {len(seeds)} seeds** of the mean per-slice "
          f"Dice on the held-out test slices (metric: `medsegsuite.metrics.slice_dice`).", "",
          f"Recipe (each model): {settings['recipe_text']}. Torch threads {settings['threads']} per model, "
-         f"{settings['jobs']} models trained at once; total {settings['seconds']:.0f} s wall on the shared "
-         f"machine (other helpers' jobs running). Per-model seconds are in the JSON next to this file.", "",
+         f"{settings['jobs']} models trained at once; this report took {settings['seconds']:.0f} s wall on the "
+         f"shared machine (models finished earlier with the same recipe are reused from the save folder); "
+         f"training seconds per model: " + ", ".join(f"{split} seed {r['seed']} {r.get('seconds', 0):.0f}"
+                                                     for split, runs in results.items() for r in runs) + ".", "",
          "Calibration slices, never trained on and never scored: interleaved split, every 8th slice from 2; "
          "far block, the gap 64-79 between the training block and the test block. The acceptance rule "
          "(`cosam/loop.py` `AcceptRule`, calibrated by `cosam/calibrate.py`) is chosen on them per model; "
