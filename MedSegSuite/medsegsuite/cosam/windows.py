@@ -23,7 +23,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..volume import SliceEngine
 from ..volume.fov import centred, tiling
-from .pipeline import correct_slices, segment_volume
+from .pipeline import _roi_keep, correct_slices, segment_volume
 
 LPS = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
 
@@ -107,8 +107,12 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
                          progress=lambda f, m: progress(0.3 + 0.7 * f, m), check_cancelled=check_cancelled,
                          extent_step=extent_step, keep_errors=keep_errors)
 
+    keep = _roi_keep(engine, roi)  # an ROI bounds the result in-plane, as on the squeezed path
+
     def back(wvol):
         slices = {k: win.paste(weng.slice(wvol, j)[None].astype(np.float32)) > 0.5 for j, k in enumerate(indices)}
+        if keep is not None:
+            slices = {k: m & keep for k, m in slices.items()}
         return engine.assemble(slices, bool), slices
 
     final, final2d = back(out["final"])
