@@ -159,3 +159,23 @@ def test_a_click_continues_in_the_sessions_window(wide, backend):
             assert np.array_equal(eng.slice(after, other), eng.slice(before, other))
     with pytest.raises((InputError, JobFailed), match="outside the window"):
         run_job(backend, "cosam.click", vol, {"session": "fov"}, {"points": np.array([[250.0, 5.0, k, 0]])})
+
+
+def test_an_roi_centres_the_window_and_bounds_the_result(wide, backend):
+    """With an ROI the window is centred on it (no locate pass) and nothing is kept outside it in-plane."""
+    from medsegsuite.engine.interface import run_job
+    from medsegsuite.volume import SliceEngine
+
+    vol, lab = wide
+    roi = (100, 164, 20, 148, 0, 128)  # the right half of the liver's box (input-grid voxels, end exclusive)
+    r = run_job(backend, "cosam.segment", vol, {"model": "liver", "slices": PICKS[1:3], "field_of_view": "model",
+                                                "iterations": 1, "roi": list(roi)})
+    info = r.info["field_of_view"]
+    assert info["from"] == "the ROI" and "windows" not in info
+    m = r.masks["liver"]
+    assert m[100:164, 20:148].any()
+    outside = m.copy()
+    outside[100:164, 20:148] = False
+    assert not outside.any()
+    eng = SliceEngine.for_volume(vol, "axial")
+    assert all(not eng.slice(m, k).any() for k in range(eng.n_slices) if k not in PICKS[1:3])
