@@ -3,6 +3,7 @@ plus the MedSegSuite panels in its tool drawer, on one MRML scene per process.""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sys
 import threading
@@ -97,6 +98,7 @@ class MedSegSuiteWebApp(TrameApp):
             ("Structures (radiotherapy)", "mdi-format-list-checks", self.structures)])
         self._logic.set_ui(self._ui)
         self._give_effect_pipelines_their_views()
+        self._keep_download_button()
         self.state.trame__title = "MedSegSuite"
         self.volume_node = None
         self._prediction = None
@@ -114,6 +116,32 @@ class MedSegSuiteWebApp(TrameApp):
                 pipeline = ref()
                 if pipeline is not None and getattr(pipeline, "_view", None) is None and pipeline.GetViewNode():
                     pipeline.SetView(views.get_view(pipeline.GetViewNode()))
+
+    def _keep_download_button(self) -> None:
+        """trame-slicer 2.0.0's Download Scene button hides itself while a flag is set: the browser sets it
+        on click, the server clears it once the scene is written. The browser holds state changes back while
+        it waits on the server, so the flag could reach the server after the download had ended; the
+        server's 'clear' had changed nothing then, and the button was gone for good (CI lost it after one
+        download). The flag is now cleared whenever it arrives with no download running."""
+        button = self._ui.download_scene_button
+        flag = str(button.typed_state.name.loading_busy)
+        write = button._download_callback
+        running = []
+
+        async def download():
+            running.append(True)
+            try:
+                result = write()
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                running.pop()
+
+        button.set_download_callback(download)
+
+        @self.state.change(flag)
+        def _clear_when_idle(**_):
+            if self.state[flag] and not running:
+                self.state[flag] = False
 
     # -- backend --------------------------------------------------------------------------------
     def backend(self):

@@ -164,6 +164,29 @@ def test_page_shows_lits117_and_the_panels(web):
     assert _coloured(px) < 0.001 * px[..., 0].size   # grey CT, no segment yet
 
 
+def test_download_button_survives_a_late_busy_flag(web, tmp_path):
+    """The Download Scene button hides while its busy flag is set. The browser holds state changes back while
+    it waits on the server, so the flag can reach the server after the download has ended (CI lost the
+    button that way after one download, and every later download failed). Sent here with no download
+    running, the flag is cleared and the button comes back, and it still downloads the scene."""
+    page = web["page"]
+    button = page.locator("button:has(.mdi-file-download)")
+    button.first.wait_for(timeout=300_000)
+    page.evaluate("async () => { window.trame.state.set('DownloadSceneState__loading_busy', true);"
+                  " await window.trame.state.flush(); }")
+    deadline = time.time() + 20
+    while not button.count() and time.time() < deadline:
+        time.sleep(0.2)
+    assert button.count(), "the Download Scene button stayed hidden"
+    import zipfile
+
+    with page.expect_download() as dl:
+        button.first.click()
+    dl.value.save_as(tmp_path / "scene.mrb")
+    assert any(n.endswith(".mrml") for n in zipfile.ZipFile(tmp_path / "scene.mrb").namelist())
+    button.first.wait_for(timeout=20_000)   # and back after the download
+
+
 def _open_segment_editor(page):
     """The Segment Editor's panel (segment list, effects); the same tool button closes it when open."""
     add = page.locator(".v-navigation-drawer button:has(.mdi-plus)").first   # 'Add segment', or '+' once there are some

@@ -125,7 +125,10 @@ def _record(context, seen: list):
             pass
 
     def on_page(page):
-        page.on("websocket", lambda ws: (ws.on("framereceived", seen.append), ws.on("framesent", seen.append)))
+        def keep(frame):   # a Python function: Playwright tags handlers, and a builtin like seen.append takes no tag
+            seen.append(frame)
+
+        page.on("websocket", lambda ws: (ws.on("framereceived", keep), ws.on("framesent", keep)))
 
     context.on("response", on_response)
     context.on("page", on_page)
