@@ -78,6 +78,17 @@ def _masks_from_ss_image(ss, names, geometry: Geometry | None, what: str) -> dic
     return masks
 
 
+def _require_rtstruct(path: Path) -> None:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
+    except Exception as e:  # not DICOM at all
+        raise InputError(f"{path.name} is not a DICOM file ({type(e).__name__}: {e})") from None
+    if str(getattr(ds, "Modality", "")) != "RTSTRUCT":
+        raise InputError(f"{path.name} is not an RT Structure Set (Modality {getattr(ds, 'Modality', 'missing')})")
+
+
 def read_rtstruct_plastimatch(rtstruct, ct_dir, geometry: Geometry | None = None, xor_contours: bool = True,
                               timeout: float = 300) -> dict[str, np.ndarray]:
     """{structure name: bool [i, j, k] mask} as plastimatch rasterises ``rtstruct`` on the CT series in
@@ -91,6 +102,7 @@ def read_rtstruct_plastimatch(rtstruct, ct_dir, geometry: Geometry | None = None
         raise InputError(f"no RT Structure Set file at {rtstruct}")
     if not ct_dir.is_dir():
         raise InputError(f"{ct_dir} is not a folder of CT images")
+    _require_rtstruct(rtstruct)
     import SimpleITK as sitk
 
     with tempfile.TemporaryDirectory(prefix="plastimatch_") as tmp:
@@ -104,7 +116,7 @@ def read_rtstruct_plastimatch(rtstruct, ct_dir, geometry: Geometry | None = None
         except subprocess.TimeoutExpired:
             raise InputError(f"plastimatch did not finish reading {rtstruct.name} within {timeout:.0f} s") from None
         if p.returncode != 0 or not img.exists() or not lst.exists():
-            raise InputError(f"plastimatch could not read {rtstruct.name} (exit {p.returncode}):\n"
+            raise InputError(f"plastimatch wrote no structure set from {rtstruct.name} (exit {p.returncode}):\n"
                              + _tail(p.stdout + "\n" + p.stderr))
         return _masks_from_ss_image(sitk.ReadImage(str(img)), read_ss_list(lst), geometry, rtstruct.name)
 
