@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pydicom
 import pytest
-
 from medsegsuite.dicom import scan_series
 from medsegsuite.dicom.ct import write_ct_series
 from medsegsuite.dicom.plastimatch import plastimatch_path, read_rtstruct_plastimatch
@@ -31,12 +30,11 @@ def plastimatch():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    from medsegsuite.sampledata import lits117
     from scipy import ndimage
 
-    from medsegsuite.sampledata import lits117
-
     ct, ref = lits117()
-    lab, n = ndimage.label(ref.masks["tumour"])
+    lab, _ = ndimage.label(ref.masks["tumour"])
     sizes = np.bincount(lab.ravel())[1:]
     small = 1 + int(np.argmin(np.where(sizes >= 50, sizes, sizes.max() + 1)))  # smallest lesion of >= 50 voxels
     masks = {"Liver": ref.masks["liver"], "GTVp": lab == 1 + int(np.argmax(sizes)), "GTV_small": lab == small}
@@ -77,7 +75,7 @@ def test_a_one_pixel_shift_of_the_contours_fails_the_read_back(plastimatch, expo
 def test_plastimatch_read_back_errors_are_clear(plastimatch, exported, tmp_path, monkeypatch):
     _, _, ct_dir, _ = exported
     with pytest.raises(InputError, match="not an RT Structure Set"):
-        read_rtstruct_plastimatch(sorted(ct_dir.iterdir())[0], ct_dir)
+        read_rtstruct_plastimatch(min(ct_dir.iterdir()), ct_dir)
     (tmp_path / "x.dcm").write_text("not DICOM")
     with pytest.raises(InputError, match="not a DICOM file"):
         read_rtstruct_plastimatch(tmp_path / "x.dcm", ct_dir)

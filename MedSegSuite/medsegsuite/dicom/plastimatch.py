@@ -80,10 +80,11 @@ def _masks_from_ss_image(ss, names, geometry: Geometry | None, what: str) -> dic
 
 def _require_rtstruct(path: Path) -> None:
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID"])
-    except Exception as e:  # not DICOM at all
+    except (InvalidDicomError, OSError) as e:  # not DICOM at all
         raise InputError(f"{path.name} is not a DICOM file ({type(e).__name__}: {e})") from None
     if str(getattr(ds, "Modality", "")) != "RTSTRUCT":
         raise InputError(f"{path.name} is not an RT Structure Set (Modality {getattr(ds, 'Modality', 'missing')})")
@@ -112,7 +113,8 @@ def read_rtstruct_plastimatch(rtstruct, ct_dir, geometry: Geometry | None = None
         if xor_contours:
             cmd.append("--xor-contours")
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, cwd=tmp)
+            p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, cwd=tmp,
+                               check=False)
         except subprocess.TimeoutExpired:
             raise InputError(f"plastimatch did not finish reading {rtstruct.name} within {timeout:.0f} s") from None
         if p.returncode != 0 or not img.exists() or not lst.exists():
@@ -121,4 +123,4 @@ def read_rtstruct_plastimatch(rtstruct, ct_dir, geometry: Geometry | None = None
         return _masks_from_ss_image(sitk.ReadImage(str(img)), read_ss_list(lst), geometry, rtstruct.name)
 
 
-__all__ = ["read_rtstruct_plastimatch", "plastimatch_path", "read_ss_list"]
+__all__ = ["plastimatch_path", "read_rtstruct_plastimatch", "read_ss_list"]
