@@ -109,8 +109,13 @@ def readback_only(args):
     if not results.is_file():
         sys.exit(f"{results} (the earlier run's results, whose steps 1-6 are kept) does not exist")
     old = results.read_text(encoding="utf-8").splitlines()
-    prov = {k: next((ln.split(": ", 1)[1].strip("`") for ln in old if ln.startswith(f"- {k}: ")), "?")
-            for k in ("date", "command", "git")}
+    marker = "Steps 1-6 and 9 are those of the full run with this provenance"
+    if marker in "\n".join(old):  # a read-back-only file already: its full run's provenance is kept as it is
+        i = next(n for n, ln in enumerate(old) if ln.startswith(marker))
+        full_prov = [ln for ln in old[i + 1:i + 12] if ln.startswith("  - ")]
+    else:  # the full run's own file: its provenance block
+        full_prov = ["  " + ln for ln in old[:20] if ln.startswith(("- date:", "- command:", "- machine:", "- torch",
+                                                                     "- software:", "- git:"))]
     kept = [ln for ln in old if ln.startswith(("- 1-2.", "- 3.", "- 4.", "- 5.", "- 5b.", "- 6.", "- 9."))]
     intro = next((ln for ln in old if ln.startswith("Real CT (LiTS-117")), "")
     if not any(ln.startswith("- 6.") for ln in kept):
@@ -125,9 +130,9 @@ def readback_only(args):
     out.mkdir(exist_ok=True)
     rows, _, _ = export_and_read_back(plan, ct_dir, out, read_segmentation(plan).masks, say)
     lines = ["# Radiotherapy flow on the bundled CT (scripts/rt_flow.py)", "", intro, "",
-             (f"Steps 1-6 and 9 are those of the full run of {prov['date']} (`{prov['command']}`, git {prov['git']}); "
-              "steps 7-8 were run again with `--readback-only` on that run's approved plan and CT series (export with "
-              "the code at the git state above, every reader), so no model ran for this file."), ""]
+             (f"{marker} (steps 7-8 were run again with `--readback-only` on that run's approved plan and CT series: "
+              "export with the code at the git state above, dciodvfy and every reader; no model ran for this file):"),
+             ""] + full_prov + [""]
     lines += [ln for ln in kept if not ln.startswith("- 9.")] + [f"- {m}" for m in log]
     lines += [ln for ln in kept if ln.startswith("- 9.")]
     lines += [""] + table(rows) + ["", READERS_NOTE, "",
