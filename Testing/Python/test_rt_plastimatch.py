@@ -82,3 +82,55 @@ def test_plastimatch_read_back_errors_are_clear(plastimatch, exported, tmp_path,
     monkeypatch.setattr("medsegsuite.dicom.plastimatch.shutil.which", lambda name: None)
     with pytest.raises(MissingDataError, match="apt-get install plastimatch"):
         read_rtstruct_plastimatch(tmp_path / "x.dcm", ct_dir)
+
+
+def test_rt_flow_readback_only_reruns_export_and_readers_keeping_the_run(plastimatch, tmp_path):
+    """``scripts/rt_flow.py --readback-only OUT`` on an earlier run's folder: the approved plan (here the
+    manual liver and largest lesion, approved) is exported again, validated and read back by every reader
+    (plastimatch included); the earlier run's lines and provenance are kept, and a second pass changes
+    nothing but its own provenance."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    from medsegsuite.rt import StructureSet, load_template
+    from medsegsuite.sampledata import lits117
+    from medsegsuite.sampledata.dicom import export_lits117_dicom
+
+    ct, ref = lits117()
+    run = tmp_path / "run"
+    export_lits117_dicom(run, with_reference=False)
+    lab, _ = ndimage.label(ref.masks["tumour"])
+    ss = StructureSet(load_template("abdomen"), ct.geometry)
+    ss.write_ai("Liver", ref.masks["liver"], "manual reference")
+    ss.write_ai("GTVp", lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:])), "manual reference")
+    for name in ("Liver", "GTVp"):
+        ss.set_status(name, "reviewed", "A")
+        ss.set_status(name, "approved", "B")
+    ss.save(run / "plan.seg.nrrd")
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = ["# Radiotherapy flow", "", "- date: 2000-01-01 00:00 UTC", "- command: `python scripts/rt_flow.py`",
+               "- git: `abc`", "", "Real CT (LiTS-117, manual reference). (test text)", "",
+               "- 1-2. CT series (test text)", "- 6. approved (test text)", "- 7. old export", "- 8. old read-back",
+               "- 9. overlay (test text)"]
+    (results / "rt_flow.md").write_text("\n".join(earlier) + "\n")
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("rt_flow", root / "scripts" / "rt_flow.py")
+    rt_flow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt_flow)
+    args = argparse.Namespace(readback_only=str(run), results=str(results))
+    rt_flow.readback_only(args)
+    text = (results / "rt_flow.md").read_text()
+    assert "| RTSTRUCT read back (plastimatch) |" in text
+    assert "| Liver | 1.0000 | " in text and "| GTVp | 1.0000 | " in text
+    liver_row = next(ln for ln in text.splitlines() if ln.startswith("| Liver |"))
+    assert liver_row.split("|")[4].strip() == "1.0000"  # the plastimatch column
+    assert "  - date: 2000-01-01 00:00 UTC" in text and "- 6. approved (test text)" in text
+    assert "old export" not in text and "- 8. dciodvfy errors" in text
+    rt_flow.readback_only(args)
+    again = (results / "rt_flow.md").read_text()
+    body = lambda t: t[t.index("Real CT"):]  # noqa: E731 (everything after this file's own provenance)
+    assert body(again) == body(text)
