@@ -8,6 +8,11 @@ through ``medsegsuite export`` -> dciodvfy, rt-utils, highdicom and our readers 
 masks against the exported ones, and an overlay PNG.
 
     PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py [--slices all] [--out OUT] [--threads 1]
+    PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py --readback-only OUT
+
+``--readback-only OUT`` reuses the ``--out`` folder of an earlier full run (its approved plan.seg.nrrd and
+CT series): steps 7-8 (export with the current code, dciodvfy, every reader) run again in seconds, and
+``rt_flow.md`` keeps that run's lines for steps 1-6 and 9, saying so. No model runs.
 
 By default the whole CT: CoSAM on every axial slice (with its extent pass: every 4th slice first, then
 the span the liver covers), the GTVp box on the middle slice of the largest lesion of the manual
@@ -32,6 +37,109 @@ CT_WINDOW = [-160.0, 240.0]
 def dice(a, b):
     return 1.0 if not a.any() and not b.any() else float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
+READERS = ("RTSTRUCT read back (ours)", "RTSTRUCT read back (rt-utils)", "RTSTRUCT read back (plastimatch)",
+           "SEG read back (highdicom)")
+READERS_NOTE = ("Dice of each read-back mask against the exported mask. The RTSTRUCT contours run half-way between "
+                "inside and outside pixel centres (the 0.5 iso-line, see docs/radiotherapy.md), so a reader that fills "
+                "the pixels whose centre lies inside gets the exported voxels back: ours, and plastimatch 1.9.4 "
+                "(Debian; `plastimatch convert --referenced-ct`, `--xor-contours` so that a contour inside another "
+                "is a hole, as the writer means it). rt-utils rounds every contour point to a whole pixel and fills "
+                "with the boundary included, so its masks are the exported ones grown by up to one pixel (lower Dice "
+                "on small structures). highdicom reads the SEG's pixels, exact.")
+
+
+def export_and_read_back(plan, ct_dir, out, masks, say):
+    """Steps 7-8: ``medsegsuite export`` of the approved plan as RTSTRUCT and SEG into ``out``, dciodvfy on
+    both, and Dice of every reader's masks against ``masks`` (the exported ones). Returns (rows, errors, our
+    RTSTRUCT read-back)."""
+    from medsegsuite.cli import main as cli
+    from medsegsuite.dicom.plastimatch import read_rtstruct_plastimatch
+    from medsegsuite.dicom.rtstruct import read_rtstruct
+    from medsegsuite.dicom.seg import read_dicom_seg
+    from medsegsuite.dicom.series import scan_series
+
+    rs, seg = out / "RS.dcm", out / "SEG.dcm"
+    for fmt, path in (("rtstruct", rs), ("dicom-seg", seg)):
+        assert cli(["export", "--seg", str(plan), "--reference", str(ct_dir), "--format", fmt, "--out", str(path)]) == 0
+    say(f"7. medsegsuite export wrote {rs.name} and {seg.name}")
+    errors = {}
+    for path in (rs, seg):
+        if shutil.which("dciodvfy"):
+            p = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+            errors[path.name] = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("Error")]
+        else:
+            errors[path.name] = ["dciodvfy not installed"]
+    info = scan_series(ct_dir)
+    ours_rs = read_rtstruct(rs, info.geometry, info.first.FrameOfReferenceUID)
+    ours_seg = read_dicom_seg(seg, info.geometry, info.first.FrameOfReferenceUID)
+    from rt_utils import RTStructBuilder
+
+    rtu = RTStructBuilder.create_from(str(ct_dir), str(rs))
+    plm = read_rtstruct_plastimatch(rs, ct_dir, info.geometry)
+    plm_or = read_rtstruct_plastimatch(rs, ct_dir, info.geometry, xor_contours=False)
+    rows = []
+    for name in ("Liver", "GTVp"):
+        m = masks[name]
+        rows.append((name, dice(ours_rs.masks[name], m), dice(rtu.get_roi_mask_by_name(name).transpose(1, 0, 2), m),
+                     dice(plm[name], m), dice(ours_seg.masks[name], m)))
+    say(f"8. dciodvfy errors: {errors}")
+    for (name, a, b, c, d) in rows:
+        say(f"   {name}: Dice read-back RTSTRUCT (ours) {a:.4f}, RTSTRUCT (rt-utils) {b:.4f}, RTSTRUCT (plastimatch "
+            f"--xor-contours) {c:.4f} (without it, holes filled: {dice(plm_or[name], masks[name]):.4f}), "
+            f"SEG (highdicom) {d:.4f}")
+    return rows, errors, ours_rs
+
+
+def table(rows):
+    return (["| structure | " + " | ".join(READERS) + " |", "|---" * (len(READERS) + 1) + "|"]
+            + [f"| {r[0]} | " + " | ".join(f"{v:.4f}" for v in r[1:]) + " |" for r in rows])
+
+
+def readback_only(args):
+    """Steps 7-8 again on an earlier full run's --out folder; the other steps' lines are kept from
+    --results/rt_flow.md, which must be that run's."""
+    from medsegsuite.io import read_segmentation
+    from medsegsuite.provenance import write_markdown
+
+    src = Path(args.readback_only)
+    plan, ct_dir = src / "plan.seg.nrrd", src / "LiTS-117_ct"
+    results = Path(args.results) / "rt_flow.md"
+    if not plan.is_file() or not ct_dir.is_dir():
+        sys.exit(f"{src} is not the --out folder of a full rt_flow.py run (no plan.seg.nrrd or LiTS-117_ct)")
+    if not results.is_file():
+        sys.exit(f"{results} (the earlier run's results, whose steps 1-6 are kept) does not exist")
+    old = results.read_text(encoding="utf-8").splitlines()
+    marker = "Steps 1-6 and 9 are those of the full run with this provenance"
+    if marker in "\n".join(old):  # a read-back-only file already: its full run's provenance is kept as it is
+        i = next(n for n, ln in enumerate(old) if ln.startswith(marker))
+        full_prov = [ln for ln in old[i + 1:i + 12] if ln.startswith("  - ")]
+    else:  # the full run's own file: its provenance block
+        full_prov = ["  " + ln for ln in old[:20] if ln.startswith(("- date:", "- command:", "- machine:", "- torch",
+                                                                     "- software:", "- git:"))]
+    kept = [ln for ln in old if ln.startswith(("- 1-2.", "- 3.", "- 4.", "- 5.", "- 5b.", "- 6.", "- 9."))]
+    intro = next((ln for ln in old if ln.startswith("Real CT (LiTS-117")), "")
+    if not any(ln.startswith("- 6.") for ln in kept):
+        sys.exit(f"{results} holds no steps 1-6 of a full run to keep")
+    log = []
+
+    def say(msg):
+        print(msg, flush=True)
+        log.append(msg)
+
+    out = src / "readback"  # the earlier run's RS.dcm and SEG.dcm stay as they were
+    out.mkdir(exist_ok=True)
+    rows, _, _ = export_and_read_back(plan, ct_dir, out, read_segmentation(plan).masks, say)
+    lines = ["# Radiotherapy flow on the bundled CT (scripts/rt_flow.py)", "", intro, "",
+             (f"{marker} (steps 7-8 were run again with `--readback-only` on that run's approved plan and CT series: "
+              "export with the code at the git state above, dciodvfy and every reader; no model ran for this file):"),
+             ""] + full_prov + [""]
+    lines += [ln for ln in kept if not ln.startswith("- 9.")] + [f"- {m}" for m in log]
+    lines += [ln for ln in kept if ln.startswith("- 9.")]
+    lines += [""] + table(rows) + ["", READERS_NOTE, "",
+                                   ("Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py --out OUT` "
+                                    "(everything), then `... scripts/rt_flow.py --readback-only OUT` (steps 7-8 only)")]
+    print(write_markdown(results, lines))
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -43,14 +151,13 @@ def main():
     ap.add_argument("--out", default=None, help="folder for the DICOM files (default: a temporary one)")
     ap.add_argument("--results", default="docs/results")
     ap.add_argument("--image", default="docs/images/radiotherapy_overlay.png")
+    ap.add_argument("--readback-only", metavar="OUT", default=None,
+                    help="reuse the --out folder of an earlier full run: export its approved plan again, validate "
+                    "and read back (steps 7-8), keep that run's other lines in --results/rt_flow.md; no model runs")
     args = ap.parse_args()
+    if args.readback_only:
+        return readback_only(args)
     import torch
-    from scipy import ndimage
-
-    from medsegsuite.cli import main as cli
-    from medsegsuite.dicom.rtstruct import read_rtstruct
-    from medsegsuite.dicom.seg import read_dicom_seg
-    from medsegsuite.dicom.series import scan_series
     from medsegsuite.engine import LocalBackend
     from medsegsuite.engine.interface import run_job
     from medsegsuite.errors import InputError
@@ -61,6 +168,7 @@ def main():
     from medsegsuite.sampledata import lits117_segmentation
     from medsegsuite.sampledata.dicom import export_lits117_dicom
     from medsegsuite.volume import SliceEngine, parse_slices
+    from scipy import ndimage
 
     torch.set_num_threads(args.threads)
     out = Path(args.out or tempfile.mkdtemp(prefix="rt_flow_"))
@@ -152,33 +260,7 @@ def main():
         refused = f"refused: {e}"
     say(f"6. Liver and GTVp reviewed and approved; an AI write into Liver afterwards was {refused}")
     plan = ss.save(out / "plan.seg.nrrd")
-    # 7. export through the CLI
-    rs, seg = out / "RS.dcm", out / "SEG.dcm"
-    for fmt, path in (("rtstruct", rs), ("dicom-seg", seg)):
-        assert cli(["export", "--seg", str(plan), "--reference", str(ct_dir), "--format", fmt, "--out", str(path)]) == 0
-    say(f"7. medsegsuite export wrote {rs.name} and {seg.name}")
-    # 8. validation
-    rows = []
-    errors = {}
-    for path in (rs, seg):
-        if shutil.which("dciodvfy"):
-            p = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-            errors[path.name] = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.startswith("Error")]
-        else:
-            errors[path.name] = ["dciodvfy not installed"]
-    info = scan_series(ct_dir)
-    ours_rs = read_rtstruct(rs, info.geometry, info.first.FrameOfReferenceUID)
-    ours_seg = read_dicom_seg(seg, info.geometry, info.first.FrameOfReferenceUID)
-    from rt_utils import RTStructBuilder
-
-    rtu = RTStructBuilder.create_from(str(ct_dir), str(rs))
-    for name in ("Liver", "GTVp"):
-        m = ss.seg.masks[name]
-        rows.append((name, dice(ours_rs.masks[name], m), dice(rtu.get_roi_mask_by_name(name).transpose(1, 0, 2), m),
-                     dice(ours_seg.masks[name], m)))
-    say(f"8. dciodvfy errors: {errors}")
-    for name, a, b, c in rows:
-        say(f"   {name}: Dice read-back RTSTRUCT (ours) {a:.4f}, RTSTRUCT (rt-utils) {b:.4f}, SEG (highdicom) {c:.4f}")
+    rows, _, ours_rs = export_and_read_back(plan, ct_dir, out, ss.seg.masks, say)
     # 9. overlay
     import matplotlib
 
@@ -213,12 +295,7 @@ def main():
              + ("CoSAM and propagation ran on the whole CT (all 128 axial slices)." if whole else
                 f"CoSAM and propagation ran on axial slices {slab[0]}-{slab[-1]} (`--slices {args.slices}`)."), ""]
     lines += [f"- {m}" for m in log]
-    lines += ["", "| structure | RTSTRUCT read back (ours) | RTSTRUCT read back (rt-utils) | SEG read back (highdicom) |",
-              "|---|---|---|---|"]
-    lines += [f"| {n} | {a:.4f} | {b:.4f} | {c:.4f} |" for n, a, b, c in rows]
-    lines += ["", "Dice of each read-back mask against the exported mask. rt-utils rounds contour points to whole "
-              "pixels and fills with the boundary included, so its masks are the exported ones grown by up to one "
-              "pixel (lower Dice on small structures); our reader and highdicom are exact.", "",
+    lines += [""] + table(rows) + ["", READERS_NOTE, "",
               "Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/rt_flow.py"
               + ("" if whole else f" --slices {args.slices}") + "`"]
     print(write_markdown(Path(args.results) / "rt_flow.md", lines))

@@ -17,6 +17,7 @@ need_deb() {  # need_deb PACKAGES PRESENT-CHECK WHY
 need_deb mricron-data "test -f /usr/share/mricron/templates/ch2.nii.gz" "Colin27 T1 + AAL atlas (Colin27 features)"
 need_deb "cmake g++" "command -v cmake" "the extension's CMake configure test"
 need_deb dicom3tools "command -v dciodvfy" "the DICOM validator of the RTSTRUCT/SEG export tests"
+need_deb plastimatch "command -v plastimatch" "plastimatch, the second independent RTSTRUCT reader of the export tests and scripts/rt_flow.py"
 need_deb chromium "command -v chromium" "the browser tests of the web front end (Playwright drives it)"
 if [ ${#APT_MISSING[@]} -gt 0 ]; then
   SUDO=""

@@ -8,6 +8,7 @@ objects out and in.
 * :mod:`.ct` — write a volume as a CT Image Storage series (pydicom).
 * :mod:`.contours` — mask slices <-> planar contours (holes and several islands per slice).
 * :mod:`.rtstruct` / :mod:`.seg` — write and read RT Structure Sets and DICOM SEG (highdicom).
+* :mod:`.plastimatch` — an RT Structure Set read back by plastimatch (Debian), the independent check.
 """
 from .series import (SeriesInfo, list_series, read_series, scan_series, split_series_spec)
 
