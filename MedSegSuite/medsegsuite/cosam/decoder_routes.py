@@ -153,10 +153,11 @@ def _runner(name: str, path: Path):
 
 def _check(model, name: str, run) -> float:
     """Relative max difference of the route's logits against the fp32 pass, over a batch of 1 and a
-    batch of 2 (with another prompt-token count), so the dynamic axes are exercised too."""
+    batch of SMALL_BATCH + 1 (with another prompt-token count): the dynamic axes and both of the
+    runner's sessions (with and without the memory arena) are exercised."""
     worst = 0.0
     ref_pass = _WRAPPERS[name](model).eval()
-    for batch, tokens in ((1, 3), (2, 6)):
+    for batch, tokens in ((1, 3), (SMALL_BATCH + 1, 6)):
         xs = _examples(model, name, batch, tokens, seed=batch)
         with torch.inference_mode():
             ref = ref_pass(*xs).float()
