@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 import time
 from pathlib import Path
 
@@ -85,9 +83,8 @@ def role(struct):
 def build_samples(cases, corrector, rng, train_jitters=2):
     """Every (case, structure, slice) whose reference covers >= MIN_LOWRES_PX decoder-grid pixels: its global
     slice row, the reference on the decoder grid and at slice resolution, and box-prompted SAM start masks."""
-    import torch
 
-    from medsegsuite.cosam.generalised import box_sam, box_to_lowres, jittered_box
+    from medsegsuite.cosam.generalised import box_to_lowres, jittered_box
     from medsegsuite.cosam.train import lowres_targets
     from medsegsuite.volume import SliceEngine
 
@@ -126,6 +123,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--width", type=int, default=32, help="error decoder width (64 in the liver CoSAM model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--ship", default=None, help="also save the trained decoder here (fp16)")
@@ -161,33 +159,43 @@ def run(args, bb, cases, emb):
     from medsegsuite.cosam.calibrate import calibrate
     from medsegsuite.cosam.generalised import SamCorrector, box_sam, correct_masks, save_generalised, \
         train_generalised
-    from medsegsuite.cosam.loop import LEGACY, accept_all, to_slice
+    from medsegsuite.cosam.loop import accept_all, to_slice
     from medsegsuite.cosam.perturb import perturb
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     corr = SamCorrector(bb).eval()
-    S = corr.low_res
     t = time.time()
-    samples, boxes, owner = build_samples(cases, corr, rng)
-    rows = torch.as_tensor([samples[o]["row"] for o in owner])
-    starts = box_sam(corr, emb[rows], boxes)
-    for o, lg in zip(owner, starts):
-        samples[o].setdefault("starts", []).append(lg)
-    log(f"{len(samples)} (structure, slice) samples, {len(boxes)} box-SAM masks in {time.time() - t:.0f} s")
+    cache = Path(args.work) / f"samples_seed{args.seed}.pt"
+    if cache.is_file():  # box-SAM's start masks depend only on the data, the boxes' seed and SAM
+        samples = [{**s, "gt": s["gt"].numpy(), "ref": s["ref"].numpy()} for s in torch.load(cache, weights_only=True)]
+        log(f"{len(samples)} (structure, slice) samples with their box-SAM masks read from {cache}")
+    else:
+        samples, boxes, owner = build_samples(cases, corr, rng)
+        rows = torch.as_tensor([samples[o]["row"] for o in owner])
+        starts = box_sam(corr, emb[rows], boxes)
+        for o, lg in zip(owner, starts):
+            samples[o].setdefault("starts", []).append(lg.half())
+        log(f"{len(samples)} (structure, slice) samples, {len(boxes)} box-SAM masks in {time.time() - t:.0f} s")
+        torch.save([{**s, "gt": torch.from_numpy(s["gt"]), "ref": torch.from_numpy(np.ascontiguousarray(s["ref"]))}
+                    for s in samples], cache)
+    corr = SamCorrector(bb, error_width=args.width).eval()
     by_role = {r: [s for s in samples if s["role"] == r] for r in ("train", "calibration", "test")}
     for r, ss in by_role.items():
         log(f"  {r}: {len(ss)} samples, structures {sorted({s['case'] + ':' + s['structure'] for s in ss})}")
 
     tr = by_role["train"]
     recipe = train_generalised(corr, emb, [s["row"] for s in tr], [s["gt"] for s in tr],
-                               [[(lg[0] > 0).numpy() for lg in s["starts"]] for s in tr], steps=args.steps,
+                               [[(lg[0].float() > 0).numpy() for lg in s["starts"]] for s in tr], steps=args.steps,
                                seed=args.seed, log=log)
     log(f"trained: {recipe}")
+    with torch.no_grad():  # the decoder ships in fp16: evaluate exactly the weights that ship
+        for prm in corr.error_decoder.parameters():
+            prm.copy_(prm.half().float())
 
     def stack(ss):
         e = emb[[s["row"] for s in ss]]
-        st = torch.stack([s["starts"][0] for s in ss])
+        st = torch.stack([s["starts"][0] for s in ss]).float()
         return e, st
 
     cal = by_role["calibration"]
@@ -233,6 +241,7 @@ def run(args, bb, cases, emb):
                 "held_out": sorted({f"{s['case']}:{s['structure']}" for s in by_role["test"]}),
                 "recipe": recipe, "labels": "LiTS-117 manual; TotalSegmentator reference CTs *pseudo*"}
         save_generalised(corr, args.ship, card, half=True)
+        register(Path(args.ship))
         log(f"saved {args.ship}")
     ck = Path(args.work) / "generalised.pt"
     save_generalised(corr, ck, {"recipe": recipe}, half=False)
@@ -240,6 +249,19 @@ def run(args, bb, cases, emb):
         results["propagation"] = propagation(cases, emb, str(args.ship or ck), args.rounds)
     Path(args.work, "results.json").write_text(json.dumps(results, indent=1, default=str))
     write(results, args)
+
+
+def register(path: Path):
+    """The shipped decoder's registry entry (id ``cosam_generalised``), with its checksum and size."""
+    from medsegsuite.models.checkpoints import sha256_file
+
+    entry = [{"id": "cosam_generalised", "file": path.name, "architecture": "cosam-generalised/litemedsam",
+              "sha256": sha256_file(path), "size": path.stat().st_size, "structures": [], "task": "cosam-generalised",
+              "description": "Generalised (structure-agnostic) CoSAM error decoder for box-prompted/propagated "
+                             "LiteMedSAM masks of any structure, trained across structures of LiTS-117 (manual) and "
+                             "TotalSegmentator's reference CTs (pseudo labels); spleen and LiTS tumour held out; "
+                             "results in docs/results/generalised_decoder.md"}]
+    (path.parent / "cosam_generalised.registry.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 
 def summarise(per):
@@ -265,7 +287,7 @@ def error_map_quality(corr, emb, ss, rng, perturb):
     out = {}
     with torch.inference_mode():
         e = emb[[s["row"] for s in ss]].float()
-        sam = torch.stack([(s["starts"][0] > 0).float() for s in ss])
+        sam = torch.stack([(s["starts"][0].float() > 0).float() for s in ss])
         planted = torch.from_numpy(np.stack([perturb(s["gt"], rng, p_identity=0.0, p_large=0.5)
                                              for s in ss]).astype(np.float32))[:, None]
         g = torch.from_numpy(np.stack([s["gt"] for s in ss]).astype(np.float32))[:, None]
@@ -330,6 +352,10 @@ def propagation(cases, emb, model, rounds):
     return rows
 
 
+def kind(r):
+    return "*pseudo*" if r["label_kind"] == "pseudo" else r["label_kind"]
+
+
 def write(results, args):
     from medsegsuite.provenance import write_json, write_markdown
 
@@ -338,8 +364,8 @@ def write(results, args):
     rc, rp = results["recipe"], results["rule"]
     L = ["# The generalised (structure-agnostic) error decoder on box-prompted LiteMedSAM", "",
          "## Protocol", "",
-         "- **Data** (real CTs, local): LiTS-117 (128 axial slices, *manual* liver and tumour labels; the tumour here is "
-         "its largest connected lesion) and TotalSegmentator 2.18.0's two reference CTs (`ts-ct-native` 30 slices of "
+         "- **Data** (real CTs, local): LiTS-117 (128 axial slices, *manual* liver and tumour labels; the tumour "
+         "here is its largest connected lesion) and TotalSegmentator 2.18.0's two reference CTs (`ts-ct-native` 30 slices of "
          "122x101 at 3 mm; `ts-ct-contrast` 20 slices of 512x512 at 0.98 mm): every label on these two is "
          "TotalSegmentator's own output, i.e. a ***pseudo*** label, not manual ground truth.",
          "- **Start masks**: LiteMedSAM (pretrained by its authors, frozen) prompted with one box per slice: the "
@@ -350,7 +376,8 @@ def write(results, args):
          "box-SAM's own masks (2 jittered boxes per slice) and the synthetic errors of `cosam/perturb.py` (large "
          f"ones included), over the training structures of all three CTs ({results['samples']['train']} "
          f"(structure, slice) samples, at most {MAX_TRAIN_SLICES} slices per structure and case); {rc['steps']} "
-         f"steps of batch {rc['batch']}, Adam {rc['lr']}, poly decay ({rc['seconds']:.0f} s on 1-2 shared CPU threads).",
+         f"steps of batch {rc['batch']}, Adam {rc['lr']}, poly decay ({rc['seconds']:.0f} s on 2 shared CPU "
+         "threads).",
          f"- **Calibration** of the acceptance rule (`cosam/calibrate.py`, loss weight 3): on structures the decoder "
          f"never trained on and that are never reported as test: {', '.join(sorted(CALIB))} "
          f"({min(CALIB_SLICES, results['samples']['calibration'])} slices). Rule found: margin {rp['margin']}, agree "
@@ -365,30 +392,34 @@ def write(results, args):
          "prompted decoder (no trained mask head), and a round is kept only when the calibrated rule accepts it.",
          "- The machine was shared (2 CPU cores, ~8 jobs): times are indicative only.", "",
          "## Held-out structures: box-SAM alone vs corrected (per-slice Dice, mean)", "",
-         "| structure | case | labels | rule | slices | box-SAM | corrected | slices better / worse | worst slice change "
-         "| slices changed |", "|---|---|---|---|---|---|---|---|---|---|"]
+         "| structure | case | labels | rule | slices | box-SAM | corrected | slices better / worse "
+         "| worst slice change | slices changed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["table"]:
-        L.append(f"| {r['structure']} ({r['role']}) | {r['case']} | {'*pseudo*' if r['label_kind'] == 'pseudo' else r['label_kind']} | "
+        L.append(f"| {r['structure']} ({r['role']}) | {r['case']} | {kind(r)} | "
                  f"{r['rule']} | {r['slices']} | {r['start']:.3f} | {r['final']:.3f} | {r['better']} / {r['worse']} | "
                  f"{r['worst_change']:+.3f} | {r['slices_corrected']} |")
     L += ["", "*accept every round* is the loop without an acceptance rule (what the decoder's corrections do on their "
           "own); *calibrated* is what ships. Rows marked (calibration) are the calibration structures themselves "
           "(in-sample for the rule).", "", "## Error maps on held-out slices", "",
-          "| masks | slices | Dice(predicted error, true error) | true error px | predicted error px |", "|---|---|---|---|---|"]
+          "| masks | slices | Dice(predicted error, true error) | true error px | predicted error px |",
+          "|---|---|---|---|---|"]
     for k, v in results["error_maps"].items():
-        L.append(f"| {k} | {v['slices']} | {v['error_dice']:.3f} | {v['true_error_px']:.0f} | {v['predicted_error_px']:.0f} |")
+        L.append(f"| {k} | {v['slices']} | {v['error_dice']:.3f} | {v['true_error_px']:.0f} | "
+                 f"{v['predicted_error_px']:.0f} |")
     if results.get("propagation"):
         L += ["", "## Inside box -> propagation (`sam.propagate`, `correct=<decoder>`)", "",
               "One box (the reference's bounding box) on the middle slice of the structure, propagated up and down; "
               "scored over the reference's slices and every slice either run reached (the liver run is bounded to 12 "
               "slices each way and scored over the slices reached).", "",
-              "| structure | case | labels | scored slices | Dice plain | Dice corrected | range plain | range corrected "
-              "| slices changed by the loop | seconds plain / corrected |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| structure | case | labels | scored slices | Dice plain | Dice corrected | range plain "
+              "| range corrected | slices changed by the loop | seconds plain / corrected |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["propagation"]:
             p, c = r["plain"], r["corrected"]
-            L.append(f"| {r['structure']} | {r['case']} | {'*pseudo*' if r['label_kind'] == 'pseudo' else r['label_kind']} | "
+            L.append(f"| {r['structure']} | {r['case']} | {kind(r)} | "
                      f"{r['scored_slices']} | {p['dice']:.3f} | {c['dice']:.3f} | {p['range'][0]}-{p['range'][1]} | "
-                     f"{c['range'][0]}-{c['range'][1]} | {c['corrected_slices']} | {p['seconds']:.0f} / {c['seconds']:.0f} |")
+                     f"{c['range'][0]}-{c['range'][1]} | {c['corrected_slices']} | "
+                     f"{p['seconds']:.0f} / {c['seconds']:.0f} |")
     L += ["", f"Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py --steps "
           f"{rc['steps']} --rounds {results['rounds']}"
           + (" --ship Resources/Models/cosam_generalised.pt" if args.ship else "") + "` (slice embeddings cached under "

@@ -141,8 +141,8 @@ def train_generalised(corrector: SamCorrector, emb, slice_of, gts, starts, steps
         opt.step()
         sched.step()
         hist.append(loss.item())
-        if log and (step % 50 == 0 or step == steps - 1):
-            log(f"generalised error decoder step {step + 1}/{steps}  error loss {np.mean(hist[-50:]):.4f}  "
+        if log and (step % 25 == 0 or step == steps - 1):
+            log(f"generalised error decoder step {step + 1}/{steps}  error loss {np.mean(hist[-25:]):.4f}  "
                 f"({time.time() - t0:.0f} s)")
     ed.eval()
     return {"steps": steps, "batch": batch, "lr": lr, "p_sam": p_sam, "p_large": p_large, "alpha": alpha,
