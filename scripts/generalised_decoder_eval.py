@@ -365,8 +365,8 @@ def write(results, args):
     L = ["# The generalised (structure-agnostic) error decoder on box-prompted LiteMedSAM", "",
          "## Protocol", "",
          "- **Data** (real CTs, local): LiTS-117 (128 axial slices, *manual* liver and tumour labels; the tumour "
-         "here is its largest connected lesion) and TotalSegmentator 2.18.0's two reference CTs (`ts-ct-native` 30 slices of "
-         "122x101 at 3 mm; `ts-ct-contrast` 20 slices of 512x512 at 0.98 mm): every label on these two is "
+         "here is its largest connected lesion) and TotalSegmentator 2.18.0's two reference CTs (`ts-ct-native` "
+         "30 slices of 122x101 at 3 mm; `ts-ct-contrast` 20 slices of 512x512 at 0.98 mm): every label on these two is "
          "TotalSegmentator's own output, i.e. a ***pseudo*** label, not manual ground truth.",
          "- **Start masks**: LiteMedSAM (pretrained by its authors, frozen) prompted with one box per slice: the "
          "bounding box of the slice's reference with each edge jittered by up to max(2 px, 5 % of the side), as a "
