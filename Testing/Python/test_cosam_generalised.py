@@ -1,7 +1,12 @@
-"""The shipped generalised (structure-agnostic) error decoder on a structure it never saw: LiTS-117's tumour
-(manual label), box-prompted LiteMedSAM as the start. The loop with the card's calibrated rule must not make a
-slice worse, and the error map must flag an error planted in a correct mask."""
+"""The generalised (structure-agnostic) error decoder's plumbing on real data (LiTS-117, pretrained LiteMedSAM):
+its prompted pass is SAM's own decoder, its checkpoint round-trips in fp16 and is refused where it does not fit,
+and inside sam.propagate a loop that accepts no round leaves SAM's masks exactly as they were.
+
+No decoder is shipped: the one trained by scripts/generalised_decoder_eval.py did not generalise to held-out
+structures (docs/results/generalised_decoder.md), so these tests build their decoders here."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -18,74 +23,104 @@ def backbone():
 
 
 @pytest.fixture(scope="module")
-def corrector(backbone):
-    from medsegsuite.models.loader import load_model
-
-    bb = backbone
-    return load_model("cosam_generalised", "cpu", expect="cosam-generalised/", cache_key=(bb.name,),
-                      backbone=bb).net
-
-
-@pytest.fixture(scope="module")
-def tumour_slices(lits, backbone):
-    """Three slices of the largest LiTS-117 lesion: embeddings (plain PyTorch encoder), references."""
-    from scipy import ndimage
-
+def liver_slice(lits, backbone):
+    """LiTS-117 axial slice 64 (plain PyTorch encoder): embedding, manual liver reference, its box."""
     from medsegsuite.sam.predictor import SlicePredictor
     from medsegsuite.volume import SliceEngine
 
     ct, ref = lits
-    lab, n = ndimage.label(ref.masks["tumour"])
-    lesion = lab == 1 + int(np.argmax(ndimage.sum(ref.masks["tumour"], lab, range(1, n + 1))))
     eng = SliceEngine.for_volume(ct, "axial")
-    ks = [k for k in range(eng.n_slices) if eng.slice(lesion, k).sum() >= 30]
-    picks = [ks[len(ks) // 4], ks[len(ks) // 2], ks[3 * len(ks) // 4]]
     pred = SlicePredictor(backbone, "cpu")
-    embs = pred.embeddings(ct.array, "lits", eng, picks, CT_WINDOW)
-    return torch.cat([embs[k] for k in picks]), [eng.slice(lesion, k) for k in picks]
+    m = eng.slice(ref.masks["liver"], 64)
+    r, c = np.nonzero(m)
+    return pred, pred.embeddings(ct.array, "lits", eng, [64], CT_WINDOW)[64], m, [c.min(), r.min(), c.max() + 1,
+                                                                               r.max() + 1]
 
 
 def _dice(a, b):
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
-def test_card_says_the_tumour_was_held_out(corrector):
-    card = corrector.card
-    assert "lits-117:tumour" in card["held_out"]
-    assert not any(s.endswith(":tumour") or s.endswith(":spleen") for s in card["trained_on"] + card["calibrated_on"])
-    assert card["acceptance"]  # a calibrated rule travels with the decoder
-
-
-def test_correction_never_worse_than_box_sam_on_heldout_structure(corrector, tumour_slices):
-    from medsegsuite.cosam.generalised import box_sam, box_to_lowres, correct_masks, jittered_box
+def test_prompted_pass_is_sams_own_decoder(backbone, liver_slice):
+    """The loop's prompts go to SAM's own frozen mask decoder (no trained head): for a box the corrector gives
+    exactly what SlicePredictor.decode (segment-anything's MaskDecoder) gives."""
+    from medsegsuite.cosam.generalised import SamCorrector, box_sam, box_to_lowres
     from medsegsuite.cosam.loop import to_slice
 
-    emb, refs = tumour_slices
-    rng = np.random.default_rng(0)
-    boxes = [box_to_lowres(jittered_box(r, rng), r.shape, corrector.low_res) for r in refs]
-    start = box_sam(corrector, emb, boxes)
-    final, accepted, _ = correct_masks(corrector, emb, start, rounds=3)
-    d0 = [_dice(to_slice(start[j:j + 1], r.shape)[0], r) for j, r in enumerate(refs)]
-    d1 = [_dice(to_slice(final[j:j + 1], r.shape)[0], r) for j, r in enumerate(refs)]
-    print("box-SAM", np.round(d0, 3), "corrected", np.round(d1, 3), "accepted", accepted)
-    assert all(b >= a - 1e-6 for a, b in zip(d0, d1)), (d0, d1)
+    pred, emb, ref, box = liver_slice
+    corr = SamCorrector(backbone).eval()
+    ours = to_slice(box_sam(corr, emb, [box_to_lowres(box, ref.shape, corr.low_res)]), ref.shape)[0]
+    sam = pred.decode(emb, ref.shape, boxes=[box])[0] > 0
+    assert np.array_equal(ours, sam)
+    assert _dice(sam, ref) > 0.9  # a real liver mask, not two empty ones
+    with pytest.raises(Exception, match="start mask"):
+        corr.coarse(emb)
 
 
-def test_error_map_flags_a_planted_error(corrector, tumour_slices):
-    """Cut a half-plane out of the reference (a large missing part): the predicted error map must find it."""
-    from medsegsuite.cosam.perturb import perturb_once
-    from medsegsuite.cosam.train import lowres_targets
+def test_checkpoint_round_trip_and_refusals(backbone, tmp_path):
+    from medsegsuite.cosam.generalised import SamCorrector, load_generalised, save_generalised
+    from medsegsuite.errors import CheckpointError
+    from medsegsuite.models.registry import default_registry
 
-    emb, refs = tumour_slices
-    rng = np.random.default_rng(1)
-    gts = lowres_targets(np.stack(refs), corrector.low_res)[:, 0].numpy() > 0.5
-    cut = np.stack([perturb_once(g, "cut", rng) for g in gts])
-    with torch.inference_mode():
-        p_cut = torch.sigmoid(corrector.errors(emb.float(), torch.from_numpy(cut.astype(np.float32))[:, None]))
-    for j in range(len(refs)):
-        planted = gts[j] & ~cut[j]
-        flagged = p_cut[j, 0].numpy() > 0.5
-        assert planted.sum() > 0
-        # most of the planted error is flagged, and the flagged area is mostly the planted error
-        assert (flagged & planted).sum() >= 0.5 * planted.sum(), j
-        assert _dice(flagged, planted) >= 0.4, j
+    torch.manual_seed(0)
+    corr = SamCorrector(backbone, error_width=16)
+    path = save_generalised(corr, tmp_path / "g.pt", {"acceptance": {"margin": 0.2}}, half=True)
+    back = load_generalised(path, backbone)
+    assert back.card["acceptance"] == {"margin": 0.2} and back.error_decoder.config["width"] == 16
+    for k, v in corr.error_decoder.state_dict().items():
+        assert torch.equal(back.error_decoder.state_dict()[k], v.half().float()), k
+    with pytest.raises(CheckpointError, match="not a generalised error decoder"):
+        load_generalised(default_registry().get("liver").path, backbone)
+
+
+@pytest.fixture(scope="module")
+def abstaining_decoder(backbone, tmp_path_factory):
+    """A decoder whose card's rule can never accept a round (margin 1: the error area would have to vanish
+    and still fall by 100 %... and agree above 1)."""
+    from medsegsuite.cosam.generalised import SamCorrector, save_generalised
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gen") / "abstain.pt"
+    rule = {"margin": 1.0, "agree": 1.01, "iou_drop": 0.0, "max_box_shift": None}
+    return save_generalised(SamCorrector(backbone, error_width=16), path, {"acceptance": rule})
+
+
+def test_propagation_keeps_sams_masks_where_the_loop_abstains(lits, backend, abstaining_decoder):
+    """sam.propagate(correct=...) runs the loop on every slice; a slice whose loop accepts nothing keeps SAM's mask
+    exactly, so with a rule that never accepts the result equals plain propagation voxel for voxel."""
+    from medsegsuite.engine.interface import run_job
+    from medsegsuite.volume import SliceEngine
+
+    ct, ref = lits
+    eng = SliceEngine.for_volume(ct, "axial")
+    liver, k = ref.masks["liver"], 64
+    r, c = np.nonzero(eng.slice(liver, k))
+    box = [int(c.min()), int(r.min()), int(c.max()) + 1, int(r.max()) + 1]
+    p = {"slice": k, "box": box, "window": CT_WINDOW, "max_slices": 1, "structure": "Liver", "encoder": "fp32"}
+    plain = run_job(backend, "sam.propagate", ct, p)
+    res = run_job(backend, "sam.propagate", ct, {**p, "correct": str(abstaining_decoder)})
+    assert res.info["correct"] == str(abstaining_decoder) and res.info["corrected_slices"] == []
+    assert res.info["slices"] == plain.info["slices"] == [63, 64, 65]
+    assert np.array_equal(res.masks["Liver"], plain.masks["Liver"])
+    assert "correct" not in plain.info
+
+
+def test_propagation_refuses_a_model_that_is_not_a_generalised_decoder(lits, backend):
+    from medsegsuite.engine.interface import run_job
+
+    ct, _ = lits
+    with pytest.raises(Exception, match="cosam-generalised"):
+        run_job(backend, "sam.propagate", ct, {"slice": 64, "box": [20, 20, 90, 90], "correct": "liver",
+                                               "encoder": "fp32"})
+
+
+def test_loop_from_a_start_mask_abstains_without_touching_it(backbone, liver_slice):
+    """correct_slice_mask returns the very mask it was given when no round is accepted."""
+    from medsegsuite.cosam.generalised import SamCorrector, correct_slice_mask
+
+    _, emb, ref, _ = liver_slice
+    torch.manual_seed(0)
+    corr = SamCorrector(backbone, error_width=16).eval()
+    corr.card = {"acceptance": {"margin": 1.0, "agree": 1.01, "iou_drop": 0.0, "max_box_shift": math.inf}}
+    out, accepted, stop = correct_slice_mask(corr, emb, ref, rounds=2)
+    assert out is ref and accepted == 0 and stop
