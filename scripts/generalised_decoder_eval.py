@@ -119,7 +119,7 @@ def build_samples(cases, corrector, rng, train_jitters=2):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/medsegsuite-generalised")
-    ap.add_argument("--stage", default="all", choices=("encode", "all"))
+    ap.add_argument("--stage", default="all", choices=("encode", "all", "rewrite"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
@@ -150,6 +150,19 @@ def main():
     if args.stage == "encode":
         return
     emb = torch.cat(embs)
+    if args.stage == "rewrite":  # add the diagnosis to a finished run's results and write the files again
+        from medsegsuite.cosam.generalised import load_generalised
+
+        results = json.loads(Path(args.work, "results.json").read_text())
+        if "diagnosis" not in results:
+            samples = [{**s, "gt": s["gt"].numpy(), "ref": s["ref"].numpy()}
+                       for s in torch.load(Path(args.work) / f"samples_seed{args.seed}.pt", weights_only=True)]
+            cal = [s for s in samples if s["role"] == "calibration"]
+            cal = [cal[i] for i in np.linspace(0, len(cal) - 1, min(CALIB_SLICES, len(cal))).round().astype(int)]
+            results["diagnosis"] = diagnose(load_generalised(Path(args.work) / "generalised.pt", bb), emb, cal)
+            Path(args.work, "results.json").write_text(json.dumps(results, indent=1, default=str))
+        write(results, args)
+        return
     run(args, bb, cases, emb)
 
 
@@ -235,6 +248,8 @@ def run(args, bb, cases, emb):
         log(row)
     results["error_maps"] = error_map_quality(corr, emb, by_role["test"], rng, perturb)
     log(results["error_maps"])
+    results["diagnosis"] = diagnose(corr, emb, cal)
+    log(results["diagnosis"])
     if args.ship:
         card = {"structures": [], "trained_on": sorted({f"{s['case']}:{s['structure']}" for s in tr}),
                 "calibrated_on": sorted({f"{s['case']}:{s['structure']}" for s in cal}),
@@ -301,6 +316,36 @@ def error_map_quality(corr, emb, ss, rng, perturb):
     return out
 
 
+def diagnose(corr, emb, ss):
+    """One correction round on calibration slices, every prompt variant accepted, against box-SAM's start: what
+    the error map and each part of the loop's prompt do on structures the decoder never trained on."""
+    import torch
+
+    from medsegsuite.cosam.loop import to_slice
+    from medsegsuite.cosam.prompts import Prompt, build_prompts, largest_component_box
+
+    res = {k: [] for k in ("box-SAM start", "start XOR predicted errors (no SAM)", "points + box + mask (the loop)",
+                           "points + box", "box of the corrected mask", "start's box + start mask")}
+    with torch.inference_mode():
+        for s in ss:
+            e = emb[s["row"]][None].float()
+            st = s["starts"][0][None].float()
+            m = (st > 0).float()
+            err = torch.sigmoid(corr.errors(e, m))[0, 0].numpy()
+            cur = m[0, 0].numpy() > 0.5
+            c = cur ^ (err > 0.5)
+            ct = torch.from_numpy(c.astype(np.float32))[None, None]
+            p = build_prompts(c, err, 5)
+            outs = [st, ct * 2 - 1, corr.prompted(e, [p], ct), corr.prompted(e, [p], None),
+                    corr.prompted(e, [Prompt(box=p.box)], None) if p.box is not None else -torch.ones_like(st),
+                    corr.prompted(e, [Prompt(box=largest_component_box(cur))], m)]
+            for k, o in zip(res, outs):
+                res[k].append(dice(to_slice(o, s["ref"].shape)[0], s["ref"]))
+    base = np.array(res["box-SAM start"])
+    return {k: {"dice": round(float(np.mean(v)), 4), "better": int((np.array(v) > base + 1e-3).sum()),
+                "worse": int((np.array(v) < base - 1e-3).sum()), "slices": len(v)} for k, v in res.items()}
+
+
 def propagation(cases, emb, model, rounds):
     """Box on the middle slice -> sam.propagate, plain and with the generalised decoder correcting each slice."""
     from medsegsuite.engine import LocalBackend
@@ -352,6 +397,38 @@ def propagation(cases, emb, model, rounds):
     return rows
 
 
+def verdict(results) -> list[str]:
+    """The result in words, from the numbers."""
+    test = [r for r in results["table"] if r["role"] == "test"]
+    cal_rows = [r for r in test if r["rule"] == "calibrated"]
+    changed = sum(r["slices_corrected"] for r in cal_rows)
+    worse = sum(r["worse"] for r in cal_rows)
+    better = sum(r["better"] for r in cal_rows)
+    allr = [r for r in test if r["rule"] == "accept every round"]
+    prop = results.get("propagation") or []
+    gain = [r for r in prop if r["corrected"]["dice"] > r["plain"]["dice"] + 1e-3]
+    loss = [r for r in prop if r["corrected"]["dice"] < r["plain"]["dice"] - 1e-3]
+    L = ["## Result", "",
+         f"- **Held-out structures, calibrated rule**: {changed} of {sum(r['slices'] for r in cal_rows)} slices "
+         f"changed ({better} better, {worse} worse): final = box-SAM on "
+         + ("every slice: *never worse* holds, but only because the rule abstains; there is **no gain**."
+            if changed == 0 else "the others.")]
+    if allr:
+        L.append("- **Without a rule** (every round accepted) the loop destroys the masks: "
+                 + "; ".join(f"{r['structure']} ({r['case']}) {r['start']:.3f} -> {r['final']:.3f}" for r in allr)
+                 + ". The calibration found the same on its own structures (best rule = the strictest on the grid, "
+                 f"score {results['calibration']['score']}; the legacy rule's "
+                 f"{results['calibration'].get('legacy_score')}).")
+    if prop:
+        L.append(f"- **Propagation**: corrected better than plain on {len(gain)} of {len(prop)} runs, worse on "
+                 f"{len(loss)}; the option stays **off by default** (`sam.propagate` `correct`, `structures draft "
+                 "--correct`).")
+    L.append("- **Not shipped**: a decoder that changes nothing (or, unchecked, makes masks worse) on held-out "
+             "structures is not worth a registry entry; the module, the propagation option and this evaluation are "
+             "in place for a better one. What was tried and what likely limits it is below.")
+    return L
+
+
 def kind(r):
     return "*pseudo*" if r["label_kind"] == "pseudo" else r["label_kind"]
 
@@ -390,7 +467,8 @@ def write(results, args):
          "box-SAM mask: the error decoder flips the pixels it predicts wrong, prompts (top-5 error points, the box of "
          "the corrected mask's largest component, the corrected mask as the dense prompt) go to SAM's **own** frozen "
          "prompted decoder (no trained mask head), and a round is kept only when the calibrated rule accepts it.",
-         "- The machine was shared (2 CPU cores, ~8 jobs): times are indicative only.", "",
+         "- The machine was shared (2 CPU cores, ~8 jobs): times are indicative only.", ""] + verdict(results) + [
+         "",
          "## Held-out structures: box-SAM alone vs corrected (per-slice Dice, mean)", "",
          "| structure | case | labels | rule | slices | box-SAM | corrected | slices better / worse "
          "| worst slice change | slices changed |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -399,13 +477,20 @@ def write(results, args):
                  f"{r['rule']} | {r['slices']} | {r['start']:.3f} | {r['final']:.3f} | {r['better']} / {r['worse']} | "
                  f"{r['worst_change']:+.3f} | {r['slices_corrected']} |")
     L += ["", "*accept every round* is the loop without an acceptance rule (what the decoder's corrections do on their "
-          "own); *calibrated* is what ships. Rows marked (calibration) are the calibration structures themselves "
-          "(in-sample for the rule).", "", "## Error maps on held-out slices", "",
+          "own); *calibrated* is the rule the loop uses (stored in the decoder's card). Rows marked (calibration) "
+          "are the calibration structures themselves (in-sample for the rule).", "", "## Error maps on held-out slices", "",
           "| masks | slices | Dice(predicted error, true error) | true error px | predicted error px |",
           "|---|---|---|---|---|"]
     for k, v in results["error_maps"].items():
         L.append(f"| {k} | {v['slices']} | {v['error_dice']:.3f} | {v['true_error_px']:.0f} | "
                  f"{v['predicted_error_px']:.0f} |")
+    if results.get("diagnosis"):
+        L += ["", "## Why: one round on the calibration structures, every variant accepted", "",
+              "Box-SAM's mask, its error map from the decoder, then one round with each prompt variant (no rule). "
+              "Calibration structures only (never trained on, never reported as test).", "",
+              "| variant | slices | Dice | better / worse than box-SAM |", "|---|---|---|---|"]
+        for k, v in results["diagnosis"].items():
+            L.append(f"| {k} | {v['slices']} | {v['dice']:.3f} | {v['better']} / {v['worse']} |")
     if results.get("propagation"):
         L += ["", "## Inside box -> propagation (`sam.propagate`, `correct=<decoder>`)", "",
               "One box (the reference's bounding box) on the middle slice of the structure, propagated up and down; "
@@ -420,10 +505,27 @@ def write(results, args):
                      f"{r['scored_slices']} | {p['dice']:.3f} | {c['dice']:.3f} | {p['range'][0]}-{p['range'][1]} | "
                      f"{c['range'][0]}-{c['range'][1]} | {c['corrected_slices']} | "
                      f"{p['seconds']:.0f} / {c['seconds']:.0f} |")
-    L += ["", f"Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py --steps "
+    rc = results["recipe"]
+    L += ["", "## What was tried, and what likely limits it", "",
+          f"- Training budget: this run is {rc['steps']} steps of batch {rc['batch']} (error loss "
+          f"{rc['final_loss']}, still falling when it stopped) on a 2-core CPU shared with ~8 jobs "
+          f"({rc['seconds']:.0f} s, ~3-4 s a step). A first run at width 64 / 400 steps was stopped: ~5 s a step "
+          "under that load. No GPU was lent to this task. The decoder is undertrained; whether more steps fix "
+          "generalisation to unseen structures is open.",
+          "- The error maps over-flag on unseen structures (predicted error area ~1.5x the true one on box-SAM's "
+          "masks, Dice with the true errors ~0.4): flipping the flagged pixels breaks the mask (the *start XOR "
+          "predicted errors* row), so every prompt built from the corrected mask (its box, its points, the mask "
+          "prompt) steers SAM away; only SAM re-prompted with the start's own box and mask stays near box-SAM.",
+          "- The acceptance rule works as a safety: calibrated on unseen (calibration) structures it chose the "
+          "strictest rule on the grid, and on the held-out structures it then accepted nothing, so no slice got "
+          "worse.",
+          "- Not tried (time): an error-probability threshold calibrated like the rule; the liver CoSAM model's "
+          "recipe phases (fold masks, the loop's own rounds as training masks); a leave-one-CT-out split (here "
+          "the held-out structures' CTs were also training CTs for other structures).",
+          "", f"Regenerate: `PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py --steps "
           f"{rc['steps']} --rounds {results['rounds']}"
-          + (" --ship Resources/Models/cosam_generalised.pt" if args.ship else "") + "` (slice embeddings cached under "
-          "`--work`)."]
+          + (" --ship Resources/Models/cosam_generalised.pt" if args.ship else "") + " --threads 2` (slice embeddings "
+          "and box-SAM's masks cached under `--work`; about 45 min on the shared 2-core machine)."]
     print(write_markdown(out / "generalised_decoder.md", L))
 
 
