@@ -478,7 +478,8 @@ def write(results, args):
                  f"{r['worst_change']:+.3f} | {r['slices_corrected']} |")
     L += ["", "*accept every round* is the loop without an acceptance rule (what the decoder's corrections do on their "
           "own); *calibrated* is the rule the loop uses (stored in the decoder's card). Rows marked (calibration) "
-          "are the calibration structures themselves (in-sample for the rule).", "", "## Error maps on held-out slices", "",
+          "are the calibration structures themselves (in-sample for the rule).", "",
+          "## Error maps on held-out slices", "",
           "| masks | slices | Dice(predicted error, true error) | true error px | predicted error px |",
           "|---|---|---|---|---|"]
     for k, v in results["error_maps"].items():
