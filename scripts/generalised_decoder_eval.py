@@ -154,12 +154,13 @@ def main():
         from medsegsuite.cosam.generalised import load_generalised
 
         results = json.loads(Path(args.work, "results.json").read_text())
-        if "diagnosis" not in results:
+        if "error_probabilities" not in results:
             samples = [{**s, "gt": s["gt"].numpy(), "ref": s["ref"].numpy()}
                        for s in torch.load(Path(args.work) / f"samples_seed{args.seed}.pt", weights_only=True)]
             cal = [s for s in samples if s["role"] == "calibration"]
             cal = [cal[i] for i in np.linspace(0, len(cal) - 1, min(CALIB_SLICES, len(cal))).round().astype(int)]
-            results["diagnosis"] = diagnose(load_generalised(Path(args.work) / "generalised.pt", bb), emb, cal)
+            results["error_probabilities"], results["diagnosis"] = diagnose(
+                load_generalised(Path(args.work) / "generalised.pt", bb), emb, cal)
             Path(args.work, "results.json").write_text(json.dumps(results, indent=1, default=str))
         write(results, args)
         return
@@ -248,7 +249,7 @@ def run(args, bb, cases, emb):
         log(row)
     results["error_maps"] = error_map_quality(corr, emb, by_role["test"], rng, perturb)
     log(results["error_maps"])
-    results["diagnosis"] = diagnose(corr, emb, cal)
+    results["error_probabilities"], results["diagnosis"] = diagnose(corr, emb, cal)
     log(results["diagnosis"])
     if args.ship:
         card = {"structures": [], "trained_on": sorted({f"{s['case']}:{s['structure']}" for s in tr}),
@@ -326,6 +327,7 @@ def diagnose(corr, emb, ss):
 
     res = {k: [] for k in ("box-SAM start", "start XOR predicted errors (no SAM)", "points + box + mask (the loop)",
                            "points + box", "box of the corrected mask", "start's box + start mask")}
+    p_in, p_out, p_hi = [], [], []
     with torch.inference_mode():
         for s in ss:
             e = emb[s["row"]][None].float()
@@ -333,6 +335,9 @@ def diagnose(corr, emb, ss):
             m = (st > 0).float()
             err = torch.sigmoid(corr.errors(e, m))[0, 0].numpy()
             cur = m[0, 0].numpy() > 0.5
+            p_in.append(err[cur].mean())
+            p_out.append(err[~cur].mean())
+            p_hi.append((err > 0.7).mean())
             c = cur ^ (err > 0.5)
             ct = torch.from_numpy(c.astype(np.float32))[None, None]
             p = build_prompts(c, err, 5)
@@ -342,7 +347,10 @@ def diagnose(corr, emb, ss):
             for k, o in zip(res, outs):
                 res[k].append(dice(to_slice(o, s["ref"].shape)[0], s["ref"]))
     base = np.array(res["box-SAM start"])
-    return {k: {"dice": round(float(np.mean(v)), 4), "better": int((np.array(v) > base + 1e-3).sum()),
+    probs = {"mean_p_inside_start_mask": round(float(np.mean(p_in)), 3),
+             "mean_p_outside_start_mask": round(float(np.mean(p_out)), 3),
+             "share_of_pixels_above_0.7": round(float(np.mean(p_hi)), 5)}
+    return probs, {k: {"dice": round(float(np.mean(v)), 4), "better": int((np.array(v) > base + 1e-3).sum()),
                 "worse": int((np.array(v) < base - 1e-3).sum()), "slices": len(v)} for k, v in res.items()}
 
 
@@ -490,8 +498,16 @@ def write(results, args):
               "Box-SAM's mask, its error map from the decoder, then one round with each prompt variant (no rule). "
               "Calibration structures only (never trained on, never reported as test).", "",
               "| variant | slices | Dice | better / worse than box-SAM |", "|---|---|---|---|"]
+        ep = results.get("error_probabilities") or {}
         for k, v in results["diagnosis"].items():
             L.append(f"| {k} | {v['slices']} | {v['dice']:.3f} | {v['better']} / {v['worse']} |")
+        if ep:
+            L += ["", f"The error map is nearly the start mask itself: mean predicted error probability "
+                  f"{ep['mean_p_inside_start_mask']} inside box-SAM's mask and {ep['mean_p_outside_start_mask']} "
+                  f"outside it; {100 * ep['share_of_pixels_above_0.7']:.3f} % of pixels above 0.7. At the loop's "
+                  "threshold 0.5 the whole mask is flagged (hence *start XOR predicted errors*); a higher threshold "
+                  "flags nothing. The weighted error loss (weight log(n / n_err) on error pixels) has a cheap, "
+                  "nearly constant solution of this kind, and 200 steps did not leave it."]
     if results.get("propagation"):
         L += ["", "## Inside box -> propagation (`sam.propagate`, `correct=<decoder>`)", "",
               "One box (the reference's bounding box) on the middle slice of the structure, propagated up and down; "
