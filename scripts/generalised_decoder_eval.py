@@ -1,7 +1,7 @@
 """The generalised (structure-agnostic) error decoder: train across structures of three real CTs, report it on
 held-out structures (box-prompted LiteMedSAM alone vs corrected), and inside box -> propagation.
 
-    PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py [--steps 400] [--out docs/results]
+    PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py [--steps 200] [--threads 2] [--out docs/results]
         [--ship Resources/Models/cosam_generalised.pt] [--work /tmp/medsegsuite-generalised]
 
 Data (real, local): LiTS-117 (manual liver and tumour), TotalSegmentator's two reference CTs (*pseudo* labels,
@@ -121,7 +121,7 @@ def main():
     ap.add_argument("--work", default="/tmp/medsegsuite-generalised")
     ap.add_argument("--stage", default="all", choices=("encode", "all", "rewrite"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--width", type=int, default=32, help="error decoder width (64 in the liver CoSAM model)")
     ap.add_argument("--seed", type=int, default=0)

@@ -13,7 +13,9 @@ structures it never saw. Here it sits beside SAM's *own* frozen prompted decoder
   :mod:`medsegsuite.cosam.perturb` (large ones included), over every structure of every training image.
 - :func:`correct_masks` is the loop for any structure from start masks on slice resolution.
 
-The checkpoint stores the error decoder only (architecture ``cosam-generalised/<backbone>``).
+The checkpoint stores the error decoder only (architecture ``cosam-generalised/<backbone>``). None is shipped:
+the one trained by ``scripts/generalised_decoder_eval.py`` did not generalise to held-out structures
+(docs/results/generalised_decoder.md).
 """
 from __future__ import annotations
 
