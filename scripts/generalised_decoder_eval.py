@@ -1,8 +1,8 @@
 """The generalised (structure-agnostic) error decoder: train across structures of three real CTs, report it on
 held-out structures (box-prompted LiteMedSAM alone vs corrected), and inside box -> propagation.
 
-    PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py [--steps 200] [--threads 2] [--out docs/results]
-        [--ship Resources/Models/cosam_generalised.pt] [--work /tmp/medsegsuite-generalised]
+    PYTHONPATH=MedSegSuite .venv/bin/python scripts/generalised_decoder_eval.py [--steps 200] [--threads 2]
+        [--out docs/results] [--ship Resources/Models/cosam_generalised.pt] [--work /tmp/medsegsuite-generalised]
 
 Data (real, local): LiTS-117 (manual liver and tumour), TotalSegmentator's two reference CTs (*pseudo* labels,
 TotalSegmentator's own output). Slice embeddings are computed once and cached under ``--work``.
