@@ -53,6 +53,8 @@ def register(sub):
     d.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"), help="intensity window")
     d.add_argument("--slices", default="all", help="CoSAM: which slices (default all)")
     d.add_argument("--max-slices", type=int, help="propagation: at most this many slices each way")
+    d.add_argument("--correct", metavar="MODEL", help="propagation: a generalised error decoder corrects each slice "
+                   "(e.g. cosam_generalised; see docs/results/generalised_decoder.md)")
     add_backend_options(d)
     d.set_defaults(func=run_draft)
     p.set_defaults(func=lambda a: p.print_help())
@@ -148,7 +150,8 @@ def run_draft(args):
         if args.slice is None:
             raise InputError("--box/--points need --slice (the slice they are drawn on)")
         params = {"slice": args.slice, "plane": args.plane, "structure": name, "window": window,
-                  "box": list(args.box) if args.box else None, "max_slices": args.max_slices}
+                  "box": list(args.box) if args.box else None, "max_slices": args.max_slices,
+                  "correct": getattr(args, "correct", None)}
         params = {k: v for k, v in params.items() if v is not None}
         inputs = {}
         if args.points:
@@ -156,7 +159,8 @@ def run_draft(args):
                 inputs["points"] = np.array([[float(v) for v in p.split(",")] for p in args.points])
             except ValueError:
                 raise InputError("--points are x,y,label triples, e.g. 40,52,1") from None
-        task, source = "sam.propagate", "LiteMedSAM box propagation"
+        task, source = "sam.propagate", "LiteMedSAM box propagation" + (
+            f" corrected by {args.correct}" if getattr(args, "correct", None) else "")
     backend = make_backend(args)
     try:
         r = run_job(backend, task, img, params, inputs, on_event=ProgressPrinter(task))

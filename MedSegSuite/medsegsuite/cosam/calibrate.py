@@ -45,16 +45,17 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.inference_mode()
 def trajectories(model, emb, gts_lowres: np.ndarray, idx, rounds: int = 4, k_points: int = 5,
-                 max_box_shift: float = math.inf, batch: int = 16) -> list[dict]:
+                 max_box_shift: float = math.inf, batch: int = 16, starts=None) -> list[dict]:
     """Per slice: coarse Dice and every round's candidate (judges + true Dice), all rounds accepted.
-    ``gts_lowres``: (N, S, S) bool references on the decoder grid."""
+    ``gts_lowres``: (N, S, S) bool references on the decoder grid. ``starts``: (N, 1, S, S) start logits
+    indexed like ``emb`` (the loop starts there instead of the coarse mask; "coarse" is then the start)."""
     out = []
     idx = list(idx)
     for s in range(0, len(idx), batch):
         chunk = idx[s:s + batch]
         cands: list = []
         res = self_correct(model, emb[chunk].float(), rounds, k_points, rule=accept_all(max_box_shift),
-                           candidates=cands)
+                           candidates=cands, start_logits=None if starts is None else starts[chunk])
         coarse = (res.rounds[0] > 0)[:, 0].numpy()
         for j, i in enumerate(chunk):
             out.append({"slice": int(i), "coarse": _dice(coarse[j], gts_lowres[i]), "rounds": []})
@@ -83,11 +84,12 @@ def score(traj: list[dict], rule: AcceptRule, loss_weight: float = 3.0) -> float
 
 
 def calibrate(model, emb, gts_lowres: np.ndarray, idx, rounds: int = 4, k_points: int = 5,
-              loss_weight: float = 3.0) -> tuple[AcceptRule, dict]:
-    """(the best rule on the grid, a report: grid size, its score, the legacy rule's score, the slices)."""
+              loss_weight: float = 3.0, starts=None) -> tuple[AcceptRule, dict]:
+    """(the best rule on the grid, a report: grid size, its score, the legacy rule's score, the slices).
+    ``starts``: start logits per slice (see :func:`trajectories`)."""
     best, best_key, report = None, None, {}
     for shift in BOX_SHIFTS:
-        traj = trajectories(model, emb, gts_lowres, idx, rounds, k_points, shift)
+        traj = trajectories(model, emb, gts_lowres, idx, rounds, k_points, shift, starts=starts)
         for margin, agree, drop in itertools.product(MARGINS, AGREES, IOU_DROPS):
             rule = AcceptRule(margin, agree, drop, shift)
             sc = score(traj, rule, loss_weight)

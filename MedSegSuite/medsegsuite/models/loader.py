@@ -22,7 +22,8 @@ from .registry import ModelEntry, resolve_model
 
 _BUILDERS: dict[str, Callable] = {}
 # Modules whose import registers builders (imported on first use, so this module stays torch-free).
-BUILDER_MODULES: list[str] = ["medsegsuite.cosam.model", "medsegsuite.tta.network", "medsegsuite.scribble.network"]
+BUILDER_MODULES: list[str] = ["medsegsuite.cosam.model", "medsegsuite.tta.network", "medsegsuite.scribble.network",
+                              "medsegsuite.cosam.generalised"]
 _lock = threading.RLock()
 _built: OrderedDict = OrderedDict()
 _raw: OrderedDict = OrderedDict()

@@ -6,8 +6,10 @@ stops, in each direction, where the structure ends: when a slice's mask is small
 ``min_pixels``, when less than ``min_overlap`` of it overlaps the neighbour's mask (SAM jumped to
 something else), or when it is more than ``max_growth`` times the neighbour's area (a leak).
 Components of a slice's mask that do not touch the neighbour's mask are dropped for the same
-reason. No error decoder corrects the slices here: the shipped CoSAM error decoder was trained on
-the liver only (a structure-agnostic one is future work), so this is plain LiteMedSAM.
+reason. With ``correct`` (the id of a generalised, structure-agnostic error decoder,
+:mod:`medsegsuite.cosam.generalised`), each slice's mask is corrected by the self-correcting loop before the
+next slice is prompted from it; a slice whose loop accepts no round keeps SAM's mask exactly. Off by default
+(see docs/results/generalised_decoder.md for what it changes).
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ PROPAGATE_PARAMS = [
           range=(0, None)),
     Param("direction", "choice", "both", "which way to propagate from the prompted slice",
           choices=("both", "up", "down")),
+    Param("correct", "model", None, "id of a generalised error decoder that corrects each slice's mask "
+          "(e.g. cosam_generalised; default: none, plain LiteMedSAM)"),
+    Param("correct_rounds", "int", 3, "rounds of the correction loop per slice", range=(1, 8)),
     ENCODER_PARAM,
 ]
 
@@ -93,10 +98,24 @@ def propagate(ctx, image, params, inputs):
     arr, image_id, window = image.array, image.fingerprint(), params["window"]
     out = np.zeros(arr.shape, bool)
 
+    corrector = None
+    if params["correct"]:
+        from ..models.loader import load_model
+
+        corrector = load_model(params["correct"], ctx.device, expect="cosam-generalised/",
+                               cache_key=(pred.backbone.name,), backbone=pred.backbone).net
+    corrected = {}
+
     def decode(k, boxes=None, points=None, labels=None):
         emb = pred.embeddings(arr, image_id, engine, [k], window)[k]
         logits = pred.decode(emb, (H, W), boxes=boxes, points=points, point_labels=labels)
-        return np.any(logits > 0, axis=0) if logits.ndim == 3 else logits > 0
+        m = np.any(logits > 0, axis=0) if logits.ndim == 3 else logits > 0
+        if corrector is not None and m.any():
+            from ..cosam.generalised import correct_slice_mask
+
+            m, acc, _ = correct_slice_mask(corrector, emb.to(ctx.device), m, params["correct_rounds"])
+            corrected[k] = acc
+        return m
 
     first = decode(s, boxes=[box] if box is not None else None,
                    points=pts[:, :2] if pts is not None else None, labels=pts[:, 2] if pts is not None else None)
@@ -130,4 +149,7 @@ def propagate(ctx, image, params, inputs):
     info = {"structure": params["structure"], "plane": engine.plane, "prompt_slice": s, "slices": sorted(done),
             "stopped": stopped, "encoder_calls": pred.encoder_calls,
             "encoder_route": pred.backbone.encoder_route}
+    if corrector is not None:
+        info["corrected_slices"] = sorted(k for k, a in corrected.items() if a > 0)
+        info["correct"] = str(params["correct"])
     return JobResult(masks={params["structure"]: out}, info=info)
