@@ -105,15 +105,18 @@ def main(argv=None):
     from medsegsuite.server import ServerConfig, start_in_thread
     from medsegsuite.server.ray_serve import start_on_ray, stop_on_ray
 
+    import tempfile
+
+    audit = str(Path(tempfile.mkdtemp(prefix="medsegsuite-bench-")) / "audit.log")  # never inside the repo
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 2**20)
-    plain = start_in_thread(ServerConfig(port=0, device="cpu", audit_log=str(ROOT / ".bench-audit.log")))
+    plain = start_in_thread(ServerConfig(port=0, device="cpu", audit_log=audit))
     rows, lat = [], {}
     try:
         t0 = time.time()
         url = start_on_ray(ServerConfig(host="127.0.0.1", port=plain.config.port + 1, device="cpu",
-                                        audit_log=str(ROOT / ".bench-audit.log")),
+                                        audit_log=audit),
                            replicas=1, num_cpus=args.replica_cpus, task_modules=("ray_bench_tasks",))
         start_s = time.time() - t0
         cp, cr = RemoteBackend(plain.url, client_name="lat-plain"), RemoteBackend(url, client_name="lat-ray")
@@ -134,7 +137,7 @@ def main(argv=None):
         tp.update({(k, "ray1"): throughput(url, args.clients, args.jobs, k) for k in SIZES})
         stop_on_ray()
         url = start_on_ray(ServerConfig(host="127.0.0.1", port=plain.config.port + 1, device="cpu",
-                                        audit_log=str(ROOT / ".bench-audit.log")),
+                                        audit_log=audit),
                            replicas=2, num_cpus=args.replica_cpus, task_modules=("ray_bench_tasks",))
         tp.update({(k, "ray2"): throughput(url, args.clients, args.jobs, k) for k in SIZES})
         stop_on_ray()
