@@ -193,19 +193,20 @@ class Worker:
         threads instead. On a GPU nothing changes: the click and training share the device."""
         if self.device != "cpu":
             return False
-        if self.pause_training and self.training.pause():
-            return True
+        paused = bool(self.pause_training and self.training.pause())
         try:
             import torch
         except ImportError:
-            return False
+            return paused
         if self._base_threads is None:
             self._base_threads = torch.get_num_threads()
-        busy = self.training.busy_threads()
+        # Set every time, paused or not: an earlier click that could not pause ran with fewer threads,
+        # and the thread count is per thread, so a click must not inherit whatever its thread last had.
+        busy = 0 if paused else self.training.busy_threads()
         n = self._base_threads if not busy else max(1, min(self._base_threads, (os.cpu_count() or 1) - busy))
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-        return False
+        return paused
 
     def _execute(self, job: Job, with_session: bool = True):
         if job.cancel_event.is_set():
