@@ -100,6 +100,14 @@ def _changed(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.abs(a - b).max(-1) > 40).sum()) if a.shape == b.shape else a[..., 0].size
 
 
+def _wait_changed(page, ref, at_least: int, timeout: float = 60) -> int:
+    """Pixels of the axial view that differ from ``ref``, polled until at least ``at_least`` or ``timeout``."""
+    deadline = time.time() + timeout
+    while (changed := _changed(ref, _view_pixels(page))) < at_least and time.time() < deadline:
+        time.sleep(1)
+    return changed
+
+
 def _open_tool(page, name):
     page.get_by_role("button", name=name, exact=True).click()
 
@@ -267,9 +275,7 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
     page.get_by_role("option", name="Grow from seeds").click()
     ref = _view_pixels(page)
     _run_and_wait(page, "Grow from seeds")
-    deadline = time.time() + 60
-    while (changed := _changed(ref, _view_pixels(page))) < 5000 and time.time() < deadline:
-        time.sleep(1)
+    changed = _wait_changed(page, ref, 5000)
     assert changed >= 5000, f"no prediction overlay in the axial view ({changed} pixels changed)"
     pred = _prediction_keeping(page, tmp_path, scribbles)
     assert pred.sum() > 20 * scribbles["organ"], (int(pred.sum()), scribbles)   # grown from one stroke into 3D
@@ -295,9 +301,7 @@ def test_paint_scribbles_and_grow_from_seeds_shows_the_prediction(web, tmp_path)
     page.get_by_label("Training iterations").fill("15")
     ref = _view_pixels(page)
     _run_and_wait(page, "Train quick")
-    deadline = time.time() + 60
-    while (changed := _changed(ref, _view_pixels(page))) < 500 and time.time() < deadline:
-        time.sleep(1)
+    changed = _wait_changed(page, ref, 500)
     assert changed >= 500, f"the trained model's prediction did not show ({changed} pixels changed)"
     trained = _prediction_keeping(page, tmp_path, scribbles)
     assert trained.any() and not np.array_equal(trained, pred), "the prediction is not the trained model's"
