@@ -61,6 +61,8 @@ def register(sub):
     e.add_argument("--mcm-seeds", type=int, default=3,
                    help="training seeds for MaCo with and without MCM on LiTS annotator scribbles (default 3)")
     e.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process (default 1)")
+    e.add_argument("--resume", action="store_true", help="keep the runs already in --out's .json (same iterations) "
+                   "and run only the missing ones (complete a long evaluation over several invocations)")
     add_backend_options(e)
     e.set_defaults(func=run_eval)
 
@@ -166,7 +168,7 @@ def run_eval(args):
     backend = make_backend(args)
     try:
         run_evaluation(args.out, backend, cases=args.cases, styles=args.styles, methods=args.methods,
-                       iterations=args.iterations, mcm_seeds=args.mcm_seeds, workers=args.workers,
+                       iterations=args.iterations, mcm_seeds=args.mcm_seeds, workers=args.workers, resume=args.resume,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         backend.close()

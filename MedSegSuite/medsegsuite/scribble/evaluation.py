@@ -44,6 +44,7 @@ RECIPES = {"maco": {"method": "maco"}, "maco-nomcm": {"method": "pce+cpl"},
            "maco-2d": {"method": "maco", "cpl": "euclidean2d", "context": 0, "mcm_mask": "attention",
                        "mask_ratio": 0.3, "smooth_slices": 0.0},
            "full": {"method": "full"}}
+ABLATIONS = ("maco-nomcm", "maco-2d", "full")  # run on LiTS-117 annotator scribbles only (`_units`)
 SINGLE_PIECE = ("liver", "spleen")  # organs in one piece: the largest 3D component is kept
 TS_ORGANS = {"liver": ("liver",), "spleen": ("spleen",), "kidneys": ("kidney_left", "kidney_right")}
 
@@ -151,11 +152,21 @@ def _cases(cases, styles, notes):
 def _units(cases, styles, methods, mcm_seeds, notes):
     for case, style, slices, test, sc in _cases(cases, styles, notes):
         for m in methods:
-            if m == "maco-2d" and style != "annotator":
+            # the ablations and the upper bound where the targets are stated (LiTS-117, annotator style); every
+            # case and style compares MaCo with Grow from seeds (a 2-core budget)
+            if m in ABLATIONS and (case["id"] != "lits117" or style != "annotator"):
                 continue
             several = m in ("maco", "maco-nomcm") and case["id"] == "lits117" and style == "annotator"
             for seed in range(mcm_seeds if several else 1):
                 yield case, style, slices, test, sc, m, seed
+
+
+def pending_units(cases, styles, methods, mcm_seeds, notes, done_keys=()) -> list:
+    """The evaluation's (case, style, slices, test, scribbles, method, seed) runs not in ``done_keys``
+    (`unit_key`s), the most telling first."""
+    done_keys = set(done_keys)
+    return sorted((u for u in _units(cases, styles, methods, mcm_seeds, notes)
+                   if unit_key(u[0]["id"], u[1], u[5], u[6]) not in done_keys), key=_priority)
 
 
 def _priority(unit):
@@ -186,17 +197,48 @@ def _run_unit(unit, backend=None, iterations=None):
             backend.close()
     rows = [{"method": m, "centre": "all", "case": f"{case['id']}/{style}", "structure": s, "seed": seed, **v}
             for s, v in score(case, pred, test).items()]
-    return rows, {"case": case["id"], "style": style, "method": m, "seed": seed, "seconds": round(sec, 1)}
+    return rows, {"case": case["id"], "style": style, "method": m, "seed": seed, "seconds": round(sec, 1),
+                  "iterations": int(iterations or TRAIN["iterations"])}
+
+
+def unit_key(case_id: str, style: str, method: str, seed: int) -> tuple:
+    return (case_id, style, method, int(seed))
+
+
+def earlier_runs(out, iterations) -> tuple[list, list]:
+    """(rows, runs) of an earlier results file at ``out`` (its .json) run with the same iterations; empty
+    if there is none. Lets a long evaluation on a small machine be completed over several invocations
+    (``--resume``): a run already scored is not run again."""
+    import json
+    from pathlib import Path
+
+    p = Path(str(out).rsplit(".", 1)[0] + ".json")
+    if not p.exists():
+        return [], []
+    d = json.loads(p.read_text())
+    it = int(iterations or TRAIN["iterations"])
+    runs = [r for r in d.get("runs", []) if int(r.get("iterations", TRAIN["iterations"])) == it]
+    keep = {unit_key(r["case"], r["style"], r["method"], r["seed"]) for r in runs}
+    rows = [r for r in d.get("rows", []) if unit_key(*r["case"].split("/"), r["method"], r["seed"]) in keep]
+    return rows, runs
 
 
 def run_evaluation(out, backend, cases=("lits117", "ts-ct-native", "ts-ct-contrast"), styles=None, methods=None,
-                   iterations=None, mcm_seeds=3, workers=1, log=print) -> dict:
+                   iterations=None, mcm_seeds=3, workers=1, resume=False, log=print) -> dict:
     """Every (case, style, method, seed) run, scored, written to ``out`` (+ .json). ``workers`` > 1 runs
-    that many at once in separate processes (each with one torch thread)."""
+    that many at once in separate processes (each with one torch thread). ``resume``: keep the runs of
+    the earlier results file at ``out`` (same iterations) and run only the missing ones."""
     methods = list(methods or METHODS)
     rows, runs, notes, t_start = [], [], [], time.time()
+    if resume:
+        rows, runs = earlier_runs(out, iterations)
+        if runs:
+            notes.append(f"{len(runs)} run(s) kept from an earlier invocation of this evaluation (`--resume`; same "
+                         "iterations and recipe); their times are those of that invocation")
+    done_keys = {unit_key(r["case"], r["style"], r["method"], r["seed"]) for r in runs}
     # most telling runs first (the file is rewritten after each run, so a cut-short run still reports them)
-    units = sorted(_units(cases, styles, methods, mcm_seeds, notes), key=_priority)
+    units = pending_units(cases, styles, methods, mcm_seeds, notes, done_keys)
+    n_total = len(runs) + len(units)
 
     def done(res):
         r, run = res
@@ -206,7 +248,7 @@ def run_evaluation(out, backend, cases=("lits117", "ts-ct-native", "ts-ct-contra
             ", ".join(f"{x['structure']} {x['dice']:.3f}" for x in r) + f" ({run['seconds']:.0f} s)")
         _write(out, {"rows": rows, "runs": runs, "notes": notes, "total_seconds": round(time.time() - t_start),
                      "iterations": int(iterations or TRAIN["iterations"]),
-                     "pending": len(units) - len(runs)}, methods, backend)
+                     "pending": n_total - len(runs)}, methods, backend)
 
     if workers > 1:
         import multiprocessing as mp
