@@ -174,6 +174,7 @@ def test_scribble_setting_defaults_agree_with_the_modules():
     assert DEFAULT_SETTINGS["tau"] == DEFAULT_TAU_MM and DEFAULT_SETTINGS["mask_ratio"] == mcm.DEFAULTS["ratio"]
     assert DEFAULT_SETTINGS["patch"] == mcm.DEFAULTS["patch"] and DEFAULT_SETTINGS["w_cpl"] == DEFAULT_WEIGHTS["cpl"]
     assert DEFAULT_SETTINGS["w_mcm"] == DEFAULT_WEIGHTS["mcm"]
+    assert DEFAULT_SETTINGS["w_cpl_dice"] == DEFAULT_WEIGHTS["cpl_dice"]
     assert DEFAULT_SETTINGS["mcm_rampup"] == DEFAULT_WEIGHTS["mcm_rampup"]
 
 

@@ -16,7 +16,7 @@ def test_plan_runs_ablations_on_lits_annotator_only_and_mcm_over_three_seeds():
         assert {k[3] for k in keys if k[1] == "annotator" and k[2] == m} == {0, 1, 2}
     for style in ("skeleton", "every4"):
         assert {k[2] for k in keys if k[1] == style} == {"growcut", "maco"}
-    assert {k[1] for k in keys if k[2] in ev.ABLATIONS} == {"annotator"}
+    assert {k[1] for k in keys if k[2] in ev.ABLATIONS + ev.ANNOTATOR_ABLATIONS} == {"annotator"}
     # the baseline and MaCo's first seed come first: a cut-short evaluation still reports the comparison
     assert [(u[1], u[5], u[6]) for u in units[:2]] == [("annotator", "growcut", 0), ("annotator", "maco", 0)]
 
@@ -34,3 +34,24 @@ def test_resume_keeps_earlier_runs_of_the_same_iterations_and_skips_them(tmp_pat
     keys = _keys(ev.pending_units(["lits117"], ["annotator"], ["growcut", "maco"], 1, [], done))
     assert keys == {("lits117", "annotator", "maco", 0)}
     assert ev.earlier_runs(tmp_path / "none.md", None) == ([], [])
+
+
+def test_soft_dice_counts_small_classes_and_ignores_padding():
+    """The CPL's soft Dice: a prediction that drops a small class pays for it even though the pixel-wise CE
+    barely notices; padding (an all-zero label map) does not count."""
+    import torch
+
+    from medsegsuite.scribble.losses import soft_ce, soft_dice
+
+    soft = torch.zeros(1, 2, 64, 64)
+    soft[:, 0] = 1.0
+    soft[:, 0, :2, :2], soft[:, 1, :2, :2] = 0.0, 1.0  # a 4-pixel structure
+    drop = torch.zeros(1, 2, 64, 64)
+    drop[:, 0] = 16.0  # background everywhere
+    keep = drop.clone()
+    keep[:, 1, :2, :2] = 32.0
+    assert soft_ce(drop, soft) < 0.05  # CE hardly sees the missing structure ...
+    assert soft_dice(drop, soft) > 0.45 and soft_dice(keep, soft) < 0.01  # ... the Dice term does
+    padded = torch.cat([soft, torch.zeros(1, 2, 64, 8)], dim=3)
+    keep_p = torch.cat([keep, torch.zeros(1, 2, 64, 8)], dim=3)  # padding predicted 50/50
+    assert abs(float(soft_dice(keep_p, padded)) - float(soft_dice(keep, soft))) < 1e-6

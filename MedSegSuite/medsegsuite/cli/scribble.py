@@ -55,7 +55,7 @@ def register(sub):
     e.add_argument("--cases", nargs="+", default=["lits117", "ts-ct-native", "ts-ct-contrast"],
                    choices=["lits117", "ts-ct-native", "ts-ct-contrast"])
     e.add_argument("--styles", nargs="+", choices=["annotator", "skeleton", "every4"], help="default: all")
-    e.add_argument("--methods", nargs="+", choices=["growcut", "maco", "maco-nomcm", "maco-2d", "full"],
+    e.add_argument("--methods", nargs="+", choices=["growcut", "maco", "maco-cpl-ce", "maco-nomcm", "maco-2d", "full"],
                    help="default: all")
     e.add_argument("--iterations", type=int, help="training iterations per run (default 200)")
     e.add_argument("--mcm-seeds", type=int, default=3,

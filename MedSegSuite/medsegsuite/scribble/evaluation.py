@@ -36,15 +36,17 @@ from .labels import UNLABELLED
 PLANE = "axial"
 NSD_MM = 2.0  # NSD tolerance: one voxel of the LiTS crop
 TRAIN = {"iterations": 200, "batch": 8, "max_size": 96}  # budgeted: a shared 2-core machine
-METHODS = ("growcut", "maco", "maco-nomcm", "maco-2d", "full")
+METHODS = ("growcut", "maco", "maco-cpl-ce", "maco-nomcm", "maco-2d", "full")
 LABELS = {"growcut": "Grow from seeds (no training)", "maco": "MaCo (this package)",
-          "maco-nomcm": "MaCo without MCM", "maco-2d": "MaCo, earlier 2D recipe", "full": "full supervision"}
+          "maco-cpl-ce": "MaCo, pseudo labels by CE only", "maco-nomcm": "MaCo without MCM", "maco-2d": "MaCo, earlier 2D recipe", "full": "full supervision"}
 # per method: scribble.train method + settings over the defaults (`params.DEFAULT_SETTINGS`)
-RECIPES = {"maco": {"method": "maco"}, "maco-nomcm": {"method": "pce+cpl"},
+RECIPES = {"maco": {"method": "maco"}, "maco-cpl-ce": {"method": "maco", "w_cpl_dice": 0.0},
+           "maco-nomcm": {"method": "pce+cpl"},
            "maco-2d": {"method": "maco", "cpl": "euclidean2d", "context": 0, "mcm_mask": "attention",
                        "mask_ratio": 0.3, "smooth_slices": 0.0},
            "full": {"method": "full"}}
 ABLATIONS = ("maco-nomcm", "maco-2d", "full")  # run on LiTS-117 annotator scribbles only (`_units`)
+ANNOTATOR_ABLATIONS = ("maco-cpl-ce",)  # run on every case's annotator scribbles (small organs: TotalSegmentator)
 SINGLE_PIECE = ("liver", "spleen")  # organs in one piece: the largest 3D component is kept
 TS_ORGANS = {"liver": ("liver",), "spleen": ("spleen",), "kidneys": ("kidney_left", "kidney_right")}
 
@@ -156,6 +158,8 @@ def _units(cases, styles, methods, mcm_seeds, notes):
             # case and style compares MaCo with Grow from seeds (a 2-core budget)
             if m in ABLATIONS and (case["id"] != "lits117" or style != "annotator"):
                 continue
+            if m in ANNOTATOR_ABLATIONS and style != "annotator":
+                continue
             several = m in ("maco", "maco-nomcm") and case["id"] == "lits117" and style == "annotator"
             for seed in range(mcm_seeds if several else 1):
                 yield case, style, slices, test, sc, m, seed
@@ -171,7 +175,7 @@ def pending_units(cases, styles, methods, mcm_seeds, notes, done_keys=()) -> lis
 
 def _priority(unit):
     case, style, _, _, _, m, seed = unit
-    order = ["growcut", "maco", "full", "maco-nomcm", "maco-2d"]
+    order = ["growcut", "maco", "full", "maco-cpl-ce", "maco-nomcm", "maco-2d"]
     return (seed, case["id"] != "lits117" or style != "annotator", style != "annotator", order.index(m))
 
 

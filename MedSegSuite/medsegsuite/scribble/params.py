@@ -9,7 +9,7 @@ METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
 # and `losses.DEFAULT_WEIGHTS`; test_scribble checks they agree).
 DEFAULT_SETTINGS = {
     "method": "maco", "plane": "axial", "iterations": 300, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
-    "max_size": 160, "tau": 8.0, "w_cpl": 0.5, "w_mcm": 1.0, "mcm_rampup": 0.2, "mask_ratio": 0.5,
+    "max_size": 160, "tau": 8.0, "w_cpl": 0.5, "w_cpl_dice": 1.0, "w_mcm": 1.0, "mcm_rampup": 0.2, "mask_ratio": 0.5,
     "patch": 16, "seed": 0, "net": None,
     # scribble geometry used better (docs/results/scribble.md): 2.5D input, image-aware 3D pseudo labels,
     # MCM on the patches that carry scribbles (the method's masking), slice-consistent probabilities
@@ -32,6 +32,8 @@ _SETTING_HELP = {
     "max_size": ("int", "slices are shrunk so their longer side is at most this (px)", {"range": (16, 4096)}),
     "tau": ("float", "CPL decay length in mm", {"range": (0.01, 1000.0)}),
     "w_cpl": ("float", "weight of the continuous-pseudo-label loss", {"range": (0.0, 100.0)}),
+    "w_cpl_dice": ("float", "weight of a soft Dice term on the pseudo labels, added to their CE (keeps small "
+                   "structures from being outvoted by the background; 0 = CE only)", {"range": (0.0, 100.0)}),
     "w_mcm": ("float", "weight of the masked-context consistency loss", {"range": (0.0, 100.0)}),
     "mcm_rampup": ("float", "fraction of training over which the MCM weight ramps up", {"range": (0.0, 1.0)}),
     "mask_ratio": ("float", "MCM masking ratio", {"range": (0.0, 0.99)}),

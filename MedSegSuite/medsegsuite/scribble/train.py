@@ -18,7 +18,7 @@ from ..losses import dice_ce_terms
 from . import mcm as mcm_mod
 from .cpl import continuous_pseudo_labels
 from .labels import UNLABELLED, validate_scribbles
-from .losses import consistency, mcm_weight, partial_ce, soft_ce
+from .losses import consistency, mcm_weight, partial_ce, soft_ce, soft_dice
 from .network import ARCHITECTURE, build_network, divisor, in_channels, net_config
 from .params import DEFAULT_SETTINGS, METHODS, QUICK_SETTINGS, SETTINGS_SCHEMA  # noqa: F401  (re-exported)
 from .preprocess import (FRAME, context_indices, normalise, pad_to, resize_image, resize_labels, round_up,
@@ -193,7 +193,10 @@ def train_model(cases: list[TrainCase], classes: list[str], settings: dict | Non
         if l_dice is not None:
             loss = loss + l_dice
         if use_cpl:
-            l_cpl = soft_ce(logits, st[idx].to(device))
+            sb = st[idx].to(device)
+            l_cpl = soft_ce(logits, sb)
+            if float(s["w_cpl_dice"]) > 0:
+                l_cpl = l_cpl + float(s["w_cpl_dice"]) * soft_dice(logits, sb)
             loss = loss + float(s["w_cpl"]) * l_cpl
             parts["cpl"] = float(l_cpl.detach())
         if use_mcm:
