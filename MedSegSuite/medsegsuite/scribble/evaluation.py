@@ -35,7 +35,7 @@ from .labels import UNLABELLED
 
 PLANE = "axial"
 NSD_MM = 2.0  # NSD tolerance: one voxel of the LiTS crop
-TRAIN = {"iterations": 200, "batch": 8, "max_size": 96}  # budgeted: a shared 2-core machine
+TRAIN = {"iterations": 600, "batch": 8, "max_size": 96}  # 200 under-trained small organs (docs/results/scribble.md)
 METHODS = ("growcut", "maco", "maco-cpl-ce", "maco-nomcm", "maco-2d", "full")
 LABELS = {"growcut": "Grow from seeds (no training)", "maco": "MaCo (this package)",
           "maco-cpl-ce": "MaCo, pseudo labels by CE only", "maco-nomcm": "MaCo without MCM", "maco-2d": "MaCo, earlier 2D recipe", "full": "full supervision"}

@@ -8,7 +8,7 @@ METHODS = ("maco", "pce", "pce+cpl", "pce+mcm", "full")
 # Training settings and their defaults (the MCM and loss-weight values are those of `mcm.DEFAULTS`
 # and `losses.DEFAULT_WEIGHTS`; test_scribble checks they agree).
 DEFAULT_SETTINGS = {
-    "method": "maco", "plane": "axial", "iterations": 300, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
+    "method": "maco", "plane": "axial", "iterations": 600, "batch": 8, "lr": 1e-2, "weight_decay": 1e-4,
     "max_size": 160, "tau": 8.0, "w_cpl": 0.5, "w_cpl_dice": 1.0, "w_mcm": 1.0, "mcm_rampup": 0.2, "mask_ratio": 0.5,
     "patch": 16, "seed": 0, "net": None,
     # scribble geometry used better (docs/results/scribble.md): 2.5D input, image-aware 3D pseudo labels,
