@@ -17,9 +17,11 @@ DEFAULT_SETTINGS = {
 }
 CPL_MODES = ("grow3d", "euclidean2d")
 MCM_MASKS = ("scribble", "attention")
-# Quick per-case mode (train on the current volume's scribbled slices, then segment it): sized to
-# finish a 128³ case in well under 3 minutes on 2 CPU cores (measured in docs/scribble.md).
-QUICK_SETTINGS = {"iterations": 200, "batch": 4, "max_size": 96}
+# Quick per-case mode (train on the current volume's scribbled slices, then segment it): the recipe the
+# evaluation measures (`scribble.evaluation.TRAIN`), slices at 96 px. 200 iterations were faster but left
+# small structures under-trained (docs/results/scribble.md); at 600 a 128³ case took 250-420 s per run at
+# one torch thread on the shared 2-core machine (load ~4). Grow from seeds is the instant option.
+QUICK_SETTINGS = {"iterations": 600, "batch": 8, "max_size": 96}
 
 _SETTING_HELP = {
     "method": ("choice", "training method: MaCo (pCE + CPL + MCM), an ablation, or full (dense labels)",
