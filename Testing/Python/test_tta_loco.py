@@ -1,0 +1,27 @@
+"""The leave-one-case-out brain source recipe (tta/loco.py): the scored real MR never reaches its model's
+training set, and the other real MRs enter it with deepbet *pseudo* masks, weighted as much as Colin27."""
+import pytest
+
+from medsegsuite.errors import InputError
+from medsegsuite.sampledata.real import real_case
+from medsegsuite.tta.loco import REAL_T1, _rows, training_cases
+
+
+def test_loco_training_set_never_holds_the_test_case():
+    test_case = "rad-brain1"
+    cases = training_cases(test_case)
+    names = [c.name for c in cases]
+    assert names == ["colin27"] + [c for c in REAL_T1 if c != test_case]
+    held = real_case(test_case).image.fingerprint()
+    assert held not in {c.fingerprint for c in cases}
+    atlas, real = cases[0], cases[1:]
+    assert atlas.label == "atlas mask (ch2bet)" and all(i % 4 != 2 for i in atlas.slices)  # shipped hold-out
+    for c in real:
+        assert c.label.startswith("pseudo") and c.mask.shape == c.volume.array.shape
+        assert 0.05 < c.mask.mean() < 0.6, (c.name, c.mask.mean())  # a brain, not an empty or full mask
+    x, y, rows = _rows(cases, {"modality": "mr", "size": 128})
+    assert x.shape[0] == y.shape[0] == sum(len(c.slices) for c in cases)
+    n_real = rows.count(len(atlas.slices))  # how often the first real slice is drawn per epoch
+    assert n_real * len(real[0].slices) == pytest.approx(len(atlas.slices), rel=0.25)
+    with pytest.raises(InputError, match="not a real T1 case"):
+        training_cases("colin27")
