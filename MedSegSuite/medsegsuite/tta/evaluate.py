@@ -93,6 +93,7 @@ def run_case(src, vol, ref_mask, idx, methods, kind: str, case: str, night=None,
         if gate is not None:
             row["gate_accepted"] = bool(gate.accepted)
             row["gate_reason"] = gate.reason
+            row["gate_signals"] = gate.signals
             row["dice_ungated"] = score(res["adapted"] > 0, ref_mask, eng, idx, vol.spacing)["dice"]
             row["seconds"] = res["seconds_plain"] + res["seconds_adapt"]  # plain pass (gate) + adaptation
             row["seconds_adapt"] = res["seconds_adapt"]
@@ -309,6 +310,11 @@ def targets(summ, centres) -> list[str]:
                 out.append(f"- {NAMES[m]} cost, {c}: {s['ratio']:.2f}× plain inference per volume "
                            f"({'met' if s['ratio'] <= 2.5 else 'NOT met'}: ≤ 2.5×; {s['ratio_total']:.2f}× with the "
                            "gate's plain pass); benchmarks/results/tta_speed.md measures it side by side")
+    worst = [(s["worst"], c, m) for (c, m), s in summ.items() if m != "none" and np.isfinite(s["worst"])]
+    if worst:
+        w, c, m = min(worst)
+        out.append(f"- every case, every method: the worst case's change against none is {_f(w)} points ({NAMES[m]}, "
+                   f"{c}) ({'met' if w >= -0.02 else 'NOT met'}: ≥ −2)")
     return out
 
 
