@@ -25,3 +25,23 @@ def test_loco_training_set_never_holds_the_test_case():
     assert n_real * len(real[0].slices) == pytest.approx(len(atlas.slices), rel=0.25)
     with pytest.raises(InputError, match="not a real T1 case"):
         training_cases("colin27")
+
+
+def test_loco_model_is_trained_once_without_its_test_case_and_cached(tmp_path):
+    import torch
+
+    from medsegsuite.models import load_checkpoint
+    from medsegsuite.tta.loco import loco_model_path
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        path = loco_model_path("rad-brain2", epochs=1, cache=tmp_path, log=lambda m: None)  # one epoch: ~15 s
+    finally:
+        torch.set_num_threads(n)
+    card = load_checkpoint(path)["card"]
+    assert card["held_out_case"] == "rad-brain2" and card["structure"] == "brain"
+    assert [c["name"] for c in card["training"]["cases"]] == ["colin27", "rad-brain1"]
+    assert card["training"]["cases"][1]["label"].startswith("pseudo")
+    mtime = path.stat().st_mtime_ns
+    assert loco_model_path("rad-brain2", epochs=1, cache=tmp_path) == path and path.stat().st_mtime_ns == mtime

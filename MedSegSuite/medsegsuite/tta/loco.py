@@ -101,8 +101,10 @@ def _key(cases: list[TrainingCase], seed: int, epochs: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def loco_model_path(held_out_case: str, seed: int = 0, epochs: int | None = None, pool=REAL_T1, log=print) -> Path:
-    """The cached LOCO checkpoint that never saw ``held_out_case``; trained (seeded) when missing."""
+def loco_model_path(held_out_case: str, seed: int = 0, epochs: int | None = None, pool=REAL_T1, log=print,
+                    cache=None) -> Path:
+    """The cached LOCO checkpoint that never saw ``held_out_case``; trained (seeded) when missing.
+    ``cache``: the folder (default `cache_dir`)."""
     import torch
 
     from ..models import save_checkpoint
@@ -112,7 +114,7 @@ def loco_model_path(held_out_case: str, seed: int = 0, epochs: int | None = None
     spec = dict(SOURCES["brain-source"])
     epochs = int(epochs or spec["epochs"])
     cases = training_cases(held_out_case, pool)
-    out = cache_dir() / f"tta-brain-loco-minus-{held_out_case}-{_key(cases, seed, epochs)}.pt"
+    out = Path(cache or cache_dir()) / f"tta-brain-loco-minus-{held_out_case}-{_key(cases, seed, epochs)}.pt"
     if out.is_file():
         return out
     card = {k: spec[k] for k in ("structure", "modality", "size")}
