@@ -378,10 +378,10 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
         for d in datasets:
             names = [n for n in shifts_for(load_source_model(d).card.get("modality", "ct"))
                      if not shifts or n in shifts]
-            k = max(1, min(len(names), (workers - 2 * int(real)) // len(datasets)))  # chunks of its shifts
+            k = max(1, min(len(names), (workers - int(real) - int(real and loco)) // len(datasets)))  # chunks of its shifts
             parts += [("same", d, tuple(names[i::k])) for i in range(k)]
         parts += [("real", None, None)] if real else []
-        parts = ([("loco", None, None)] if real and loco else []) + parts  # the longest part first
+        parts = ([("loco", None, None)] if real and loco else []) + parts  # first: it may train its models
         args = [(kind, d, methods, night_iterations, sh, threads) for kind, d, sh in parts]
         if workers > 1 and len(parts) > 1:
             import multiprocessing as mp
@@ -391,7 +391,8 @@ def run_evaluation(out, datasets=("liver-source", "brain-source"), methods=("non
                 results = list(ex.map(_part, args))
         else:
             results = [_part(a, log) for a in args]
-        rows = [r for part in results for r in part]
+        order = {"same": 0, "real": 1, "loco": 2}  # tables: same-case, then brain-source real, then LOCO real
+        rows = [r for _, part in sorted(zip(parts, results), key=lambda t: order[t[0][0]]) for r in part]
         prov = provenance()  # while the evaluation's torch threads are still set
     finally:
         torch.set_num_threads(prev_threads)
