@@ -1,7 +1,6 @@
 """The leave-one-case-out brain source recipe (tta/loco.py): the scored real MR never reaches its model's
 training set, and the other real MRs enter it with deepbet *pseudo* masks, weighted as much as Colin27."""
 import pytest
-
 from medsegsuite.errors import InputError
 from medsegsuite.sampledata.real import real_case
 from medsegsuite.tta.loco import REAL_T1, _rows, training_cases
@@ -29,7 +28,6 @@ def test_loco_training_set_never_holds_the_test_case():
 
 def test_loco_model_is_trained_once_without_its_test_case_and_cached(tmp_path):
     import torch
-
     from medsegsuite.models import load_checkpoint
     from medsegsuite.tta.loco import loco_model_path
 

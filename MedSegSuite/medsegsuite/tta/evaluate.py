@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .loco import REAL_T1 as REAL_MR  # real T1 MRs (pyradiomics), other subjects and scanners
+from .loco import REAL_T1 as REAL_MR  # noqa: I001  real T1 MRs (pyradiomics), other subjects and scanners
 
 NAMES = {"none": "none", "tent": "TENT", "vptta": "VPTTA", "grata": "GraTa", "dyna": "DyNA"}
 REAL_MR_SHIFTS = ("bias-40%", "mprage-3T", "noise-7%")  # physical shifts also applied to the real MRs

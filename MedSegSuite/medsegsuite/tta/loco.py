@@ -80,7 +80,7 @@ def _rows(cases: list[TrainingCase], card: dict):
         x = slices_from_volume(c.volume, card, c.slices)[0]
         xs.append(x)
         ys.append(mask_slices(c.mask, c.volume, card["size"], c.slices))
-        reps = 1 if c is cases[0] else max(1, int(round(n_atlas / len(c.slices))))
+        reps = 1 if c is cases[0] else max(1, round(n_atlas / len(c.slices)))
         rows += list(range(start, start + x.shape[0])) * reps
         start += x.shape[0]
     return torch.cat(xs), torch.cat(ys), rows
