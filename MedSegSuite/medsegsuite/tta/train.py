@@ -163,7 +163,8 @@ def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 
     test = held_out(len(idx))
     train = [i for i in idx if i not in set(test)]
     net = build_unet(card)
-    t0 = time.time() - fit(net, x_all, y_all, train, spec, gen, epochs, log, model_id)
+    sec = fit(net, x_all, y_all, train, spec, gen, epochs, log, model_id)
+    t0 = time.time() - sec
     with torch.no_grad():
         logits = net(x_all[test])
     pred = logits_to_slices(logits, shape2d) > 0
