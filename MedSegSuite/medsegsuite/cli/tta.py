@@ -61,6 +61,8 @@ def register(sub):
     e.add_argument("--shifts", nargs="+", help="only these physical shifts (default: all of each modality)")
     e.add_argument("--no-real", action="store_true", help="skip the real cross-case MRs (they need "
                    "'medsegsuite sampledata fetch' and deepbet)")
+    e.add_argument("--no-loco", action="store_true", help="skip the leave-one-case-out brain models on the real "
+                   "MRs (trained on first use, a few minutes each, then cached)")
     e.add_argument("--night-iterations", type=int, default=12,
                    help="DyNA night iterations (batch 4) per case (default 12)")
     e.add_argument("--workers", type=int, default=1,
@@ -110,7 +112,8 @@ def run_eval(args):
     from ..tta.evaluate import run_evaluation
 
     run_evaluation(args.out, datasets=args.datasets, methods=args.methods, night_iterations=args.night_iterations,
-                   threads=args.threads, real=not args.no_real, shifts=args.shifts, workers=args.workers)
+                   threads=args.threads, real=not args.no_real, shifts=args.shifts, workers=args.workers,
+                   loco=not args.no_loco)
 
 
 def run_train(args):

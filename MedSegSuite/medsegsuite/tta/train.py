@@ -111,27 +111,14 @@ def precise_bn(net, x, batch: int) -> None:
         m.momentum = 0.1
 
 
-def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 0, log=print) -> Path:
+def fit(net, x_all, y_all, train: list[int], spec: dict, gen, epochs: int, log=print, name: str = "model") -> float:
+    """The source recipe's training loop on the rows ``train`` of ``x_all``/``y_all`` (a row may repeat: it
+    is then drawn that many times per epoch), then precise BN over those rows. Returns the seconds taken."""
     import torch
 
     from ..losses import dice_ce_loss
-    from ..metrics import dice
-    from ..models import save_checkpoint
-    from .network import logits_to_slices
 
-    spec = dict(SOURCES[model_id])
-    epochs = int(epochs or spec["epochs"])
     bs, lr = int(spec["batch"]), float(spec["lr"])
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    vol, mask = source_data(model_id)
-    card = {k: v for k, v in spec.items() if k not in ("data", "intensity_aug", "epochs", "batch", "lr", "source")}
-    card.update(DEFAULT_ARCH)
-    x_all, idx, shape2d = slices_from_volume(vol, card)
-    y_all = mask_slices(mask, vol, card["size"])
-    test = held_out(len(idx))
-    train = [i for i in idx if i not in set(test)]
-    net = build_unet(card)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     t0 = time.time()
@@ -150,9 +137,34 @@ def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 
             tot += float(loss.detach()) * len(sel)
         sched.step()
         if ep % 5 == 0 or ep == epochs - 1:
-            log(f"{model_id}: epoch {ep + 1}/{epochs} loss {tot / len(train):.4f} ({time.time() - t0:.0f} s)")
+            log(f"{name}: epoch {ep + 1}/{epochs} loss {tot / len(train):.4f} ({time.time() - t0:.0f} s)")
     precise_bn(net, x_all[train], bs)
     net.eval()
+    return time.time() - t0
+
+
+def train_source(model_id: str, out_dir, epochs: int | None = None, seed: int = 0, log=print) -> Path:
+    import torch
+
+    from ..metrics import dice
+    from ..models import save_checkpoint
+    from .network import logits_to_slices
+
+    spec = dict(SOURCES[model_id])
+    epochs = int(epochs or spec["epochs"])
+    bs, lr = int(spec["batch"]), float(spec["lr"])
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    vol, mask = source_data(model_id)
+    card = {k: v for k, v in spec.items() if k not in ("data", "intensity_aug", "epochs", "batch", "lr", "source")}
+    card.update(DEFAULT_ARCH)
+    x_all, idx, shape2d = slices_from_volume(vol, card)
+    y_all = mask_slices(mask, vol, card["size"])
+    test = held_out(len(idx))
+    train = [i for i in idx if i not in set(test)]
+    net = build_unet(card)
+    sec = fit(net, x_all, y_all, train, spec, gen, epochs, log, model_id)
+    t0 = time.time() - sec
     with torch.no_grad():
         logits = net(x_all[test])
     pred = logits_to_slices(logits, shape2d) > 0
