@@ -23,17 +23,24 @@ def test_plan_runs_ablations_on_lits_annotator_only_and_mcm_over_three_seeds():
 
 def test_resume_keeps_earlier_runs_of_the_same_iterations_and_skips_them(tmp_path):
     out = tmp_path / "scribble.md"
-    runs = [{"case": "lits117", "style": "annotator", "method": "growcut", "seed": 0, "seconds": 9.0, "iterations": 200},
+    runs = [{"case": "lits117", "style": "annotator", "method": "growcut", "seed": 0, "seconds": 9.0,
+             "iterations": ev.TRAIN["iterations"]},
             {"case": "lits117", "style": "annotator", "method": "maco", "seed": 0, "seconds": 99.0, "iterations": 50}]
     rows = [{"method": r["method"], "case": f"{r['case']}/{r['style']}", "structure": "liver", "seed": r["seed"],
              "dice": 0.8, "nsd": 0.4} for r in runs]
     (tmp_path / "scribble.json").write_text(json.dumps({"rows": rows, "runs": runs}))
-    kept_rows, kept_runs = ev.earlier_runs(out, None)  # default iterations (200): the 50-iteration run is not kept
+    kept_rows, kept_runs = ev.earlier_runs(out, None)  # default iterations: the 50-iteration run is not kept
     assert [r["method"] for r in kept_runs] == ["growcut"] and [r["method"] for r in kept_rows] == ["growcut"]
     done = {ev.unit_key(r["case"], r["style"], r["method"], r["seed"]) for r in kept_runs}
     keys = _keys(ev.pending_units(["lits117"], ["annotator"], ["growcut", "maco"], 1, [], done))
     assert keys == {("lits117", "annotator", "maco", 0)}
     assert ev.earlier_runs(tmp_path / "none.md", None) == ([], [])
+    # nothing left to run: the file is rewritten from the kept runs, which say where they came from
+    ev.run_evaluation(out, None, cases=["lits117"], styles=["annotator"], methods=["growcut"], mcm_seeds=1,
+                      resume=True, log=lambda m: None)
+    text = out.read_text()
+    assert "1 run(s) kept from an earlier invocation" in text and "| lits117/annotator | liver | 0.800 / 0.400 |" in text
+    assert [r["method"] for r in json.loads((tmp_path / "scribble.json").read_text())["runs"]] == ["growcut"]
 
 
 def test_soft_dice_counts_small_classes_and_ignores_padding():
