@@ -9,7 +9,7 @@ evaluation's own, `scribble.evaluation`), scored on the 118 unscribbled slices (
   from every stroke");
 * LiteMedSAM prompted from the strokes on the scribbled slices (a foundation model as the densifier),
   and Grow from seeds seeded with its masks;
-* MaCo (the package default, the evaluation's 200 iterations), then MaCo refined by Grow from seeds
+* MaCo (the package default, the evaluation's iterations), then MaCo refined by Grow from seeds
   (MaCo's mask eroded by r voxels as seeds, plus the strokes), MaCo ∩ dilated Grow from seeds, union.
 
     python benchmarks/scribble_gfs_limits.py [--model maco.npy] [--out docs/results/scribble_limits.md]
@@ -89,7 +89,7 @@ def main(argv=None):
                        {"model": model}).masks["liver"]
     finally:
         backend.close()
-    row("MaCo (package default, 200 iterations, 96 px)", maco)
+    row(f"MaCo (package default, {ev.TRAIN['iterations']} iterations, 96 px)" if not a.model else "MaCo (the model given with --model)", maco)
     for r in (2, 4, 6):
         seeds = np.full(maco.shape, UNLABELLED, np.uint8)
         seeds[ndi.binary_erosion(~maco, iterations=r)] = 0
