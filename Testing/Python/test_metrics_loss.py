@@ -84,6 +84,7 @@ def test_the_three_trainers_use_the_shared_loss():
     logits = torch.randn(4, 1, 8, 8, generator=g)
     y = (torch.rand(4, 1, 8, 8, generator=g) > 0.5).float()
     assert cosam_train.seg_loss(logits, y).item() == dice_ce_loss(logits, y, per_sample=True).item()
-    assert "dice_ce_loss(logits, y)" in inspect.getsource(tta_train.train_source)
+    assert "dice_ce_loss(logits, y)" in inspect.getsource(tta_train.fit)  # train_source and the LOCO recipe fit with it
+    assert "fit(" in inspect.getsource(tta_train.train_source)
     assert "dice_ce_terms(logits, yb, **FULL_LOSS)" in inspect.getsource(scribble_train)
     assert not hasattr(scribble_train, "dense_dice_loss")
