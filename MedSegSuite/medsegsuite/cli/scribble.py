@@ -57,7 +57,7 @@ def register(sub):
     e.add_argument("--styles", nargs="+", choices=["annotator", "skeleton", "every4"], help="default: all")
     e.add_argument("--methods", nargs="+", choices=["growcut", "maco", "maco-cpl-ce", "maco-nomcm", "maco-2d", "full"],
                    help="default: all")
-    e.add_argument("--iterations", type=int, help="training iterations per run (default 200)")
+    e.add_argument("--iterations", type=int, help="training iterations per run (default: the Quick recipe's, 600)")
     e.add_argument("--mcm-seeds", type=int, default=3,
                    help="training seeds for MaCo with and without MCM on LiTS annotator scribbles (default 3)")
     e.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process (default 1)")

@@ -32,10 +32,11 @@ from ..provenance import write_json, write_markdown
 from ..volume import SliceEngine, Volume
 from .generator import STYLES, style_scribbles, style_slices
 from .labels import UNLABELLED
+from .params import QUICK_SETTINGS
 
 PLANE = "axial"
 NSD_MM = 2.0  # NSD tolerance: one voxel of the LiTS crop
-TRAIN = {"iterations": 600, "batch": 8, "max_size": 96}  # 200 under-trained small organs (docs/results/scribble.md)
+TRAIN = dict(QUICK_SETTINGS)  # the recipe the panel's Quick mode runs (200 iterations under-trained small organs)
 METHODS = ("growcut", "maco", "maco-cpl-ce", "maco-nomcm", "maco-2d", "full")
 LABELS = {"growcut": "Grow from seeds (no training)", "maco": "MaCo (this package)",
           "maco-cpl-ce": "MaCo, pseudo labels by CE only", "maco-nomcm": "MaCo without MCM", "maco-2d": "MaCo, earlier 2D recipe", "full": "full supervision"}
