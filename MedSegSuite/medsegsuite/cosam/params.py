@@ -10,6 +10,9 @@ BACKBONES = ("litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam", "tin
 # One forced round follows a click (the user is never vetoed); each further round costs a prompted
 # decoder pass and an error-decoder pass (benchmarks/click_latency.py measures it).
 CLICK_ITERATIONS = 1
+# Fill-in by interpolation between agreeing slices (cosam/pipeline.py extent_first): on LiTS-117 it
+# encodes 55 of 128 slices and moves Dice by < 0.001 (benchmarks/cosam_speed.py measures it per run).
+INTERPOLATE_DICE = 0.9
 
 SEGMENT_PARAMS = [
     Param("model", "model", "liver", "CoSAM model: registry id (a checkpoint path only in-process)"),
@@ -27,6 +30,9 @@ SEGMENT_PARAMS = [
           "rounding; PyTorch on a GPU), onnx or fp32 (plain PyTorch, the fallback)", choices=DECODER_ROUTES),
     Param("extent_step", "int", 4, "find the structure's extent first with every K-th slice, then segment only "
           "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
+    Param("interpolate", "float", INTERPOLATE_DICE, "within that extent, shape-interpolate the slices between two "
+          "segmented slices whose masks agree at this Dice or more instead of encoding them (bisection; 0: segment "
+          "every slice; off when every round's masks are returned)", range=(0.0, 1.0)),
     Param("field_of_view", "choice", "auto", "model: show the model windows at the pixel size and field of view "
           "it was trained at (locate, then segment in one window); slice: the whole slice squeezed into its input; "
           "auto: model when the image's field of view is over 1.5x (or under 1/1.5 of) the model's",

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sam.predictor import EmbeddingStream
+from ..volume.interpolate import agreement, between, signed_distance
 from .loop import self_correct, to_slice
 
 
@@ -166,8 +167,29 @@ def error_maps(model, pending: dict) -> dict:
     return {k: err[j].half() for j, k in enumerate(keys)}
 
 
+def _merge(parts: list) -> dict:
+    """One :func:`correct_slices` dict from several (disjoint slice sets, run one after the other)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {"final": {}, "errors": {}, "pending_errors": {}}
+    for p in parts:
+        for key in out:
+            out[key].update(p[key])
+    rounds = [p["rounds"] for p in parts]
+    out["rounds"] = None if any(r is None for r in rounds) else [
+        {k: v for r in rounds for k, v in r[t].items()} for t in range(len(rounds[0]))]
+    out["timings"] = {k: round(sum(p["timings"][k] for p in parts), 2) for k in parts[0]["timings"]}
+    info = dict(parts[-1]["info"])  # encoder_calls is the predictor's running count: the last is the total
+    info["per_slice"] = {k: v for p in parts for k, v in p["info"]["per_slice"].items()}
+    for k in ("seconds_encode", "seconds_decode", "seconds_waiting_for_encoder"):
+        info[k] = round(sum(p["info"][k] for p in parts), 3)
+    out["info"] = info
+    return out
+
+
 def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,
-                 step: int = 4, margin: int | None = None, progress=None, **kw) -> dict:
+                 step: int = 4, margin: int | None = None, progress=None, interpolate: float = 0.0,
+                 pixel_mm=None, **kw) -> dict:
     """:func:`correct_slices` on only the slices that can hold the structure.
 
     A first pass runs the whole loop on every ``step``-th of ``indices`` (and the last); the structure's
@@ -176,7 +198,13 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
     on the slices in that span not yet done. Every slice outside the span is left empty, unencoded. The
     probe results are the loop's own (the same as in an all-slices run), so this changes a result only
     where the structure (or a false positive) would lie wholly between two empty probes outside the
-    span. Returns :func:`correct_slices`'s dict (both passes merged) with info["extent"]."""
+    span. Returns :func:`correct_slices`'s dict (both passes merged) with info["extent"].
+
+    ``interpolate`` (a Dice, 0 = off) fills in by bisection instead: between two segmented slices whose
+    masks both hold the structure and agree at that Dice or more, the slices in between are
+    shape-interpolated (:mod:`medsegsuite.volume.interpolate`, ``pixel_mm`` in-plane) and never encoded;
+    otherwise the middle slice is segmented and both halves are judged again. Intervals with an empty
+    end are segmented slice by slice, as without it. info["interpolated"] lists the interpolated slices."""
     progress = progress or (lambda f, m: None)
     indices = sorted(set(int(i) for i in indices))
     if kw.get("roi") is not None:
@@ -188,28 +216,64 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
                        progress=lambda f, m: progress(share * f, f"extent pass: {m}"), **kw)
     pos = {k: n for n, k in enumerate(indices)}
     hits = [pos[k] for k in probe if a["final"][k].any()]
-    fill = []
+    lo = hi = None
     if hits:
         lo, hi = max(min(hits) - step + 1 - margin, 0), min(max(hits) + step - 1 + margin, len(indices) - 1)
-        done = set(probe)
-        fill = [k for k in indices[lo:hi + 1] if k not in done]
     extent = {"step": int(step), "margin": int(margin), "probe_slices": len(probe),
-              "first": indices[lo] if hits else None, "last": indices[hi] if hits else None,
-              "filled_slices": len(fill), "skipped_slices": len(indices) - len(probe) - len(fill)}
-    if not fill:
-        a["info"]["extent"] = extent
-        return a
-    b = correct_slices(model, predictor, array, image_id, engine, fill, window,
-                       progress=lambda f, m: progress(share + (1 - share) * f, m), **kw)
-    out = {"final": {**a["final"], **b["final"]}, "errors": {**a["errors"], **b["errors"]},
-           "pending_errors": {**a["pending_errors"], **b["pending_errors"]},
-           "rounds": [{**ra, **rb} for ra, rb in zip(a["rounds"], b["rounds"])] if a["rounds"] is not None else None,
-           "timings": {k: round(a["timings"][k] + b["timings"][k], 2) for k in a["timings"]}}
-    info = dict(b["info"])
+              "first": indices[lo] if hits else None, "last": indices[hi] if hits else None}
+    parts, interpolated = [a], {}
+    if hits and interpolate > 0:
+        final = dict(a["final"])
+        known = [pos[k] for k in probe]
+        pairs, todo = [], []
+        for p, q in zip(known[:-1], known[1:]):
+            inner = [r for r in range(p + 1, q) if lo <= r <= hi]
+            if inner and final[indices[p]].any() and final[indices[q]].any():
+                pairs.append((p, q))
+            else:
+                todo += inner
+        while pairs or todo:
+            nxt = []
+            for p, q in pairs:
+                if q - p <= 1:
+                    continue
+                ma, mb = final[indices[p]], final[indices[q]]
+                if agreement(ma, mb) >= interpolate:
+                    da, db = signed_distance(ma, pixel_mm), signed_distance(mb, pixel_mm)
+                    for r in range(p + 1, q):
+                        final[indices[r]] = between(ma, mb, (r - p) / (q - p), sdf_a=da, sdf_b=db)
+                        interpolated[indices[r]] = (indices[p], indices[q])
+                else:
+                    c = (p + q) // 2
+                    todo.append(c)
+                    nxt += [(p, c), (c, q)]
+            if todo:
+                done = (len(final) - len(a["final"])) / len(indices)
+                n = len(todo) / len(indices)
+                b = correct_slices(model, predictor, array, image_id, engine, [indices[r] for r in todo], window,
+                                   progress=lambda f, m, d=done, n=n: progress(min(share + d + n * f, 1.0), m), **kw)
+                parts.append(b)
+                final.update(b["final"])
+            pairs, todo = nxt, []
+        if interpolated:  # one more part: the interpolated slices (no embedding, no loop, no error map)
+            parts.append({"final": {k: final[k] for k in interpolated}, "errors": {}, "pending_errors": {},
+                          "rounds": None, "timings": {k: 0.0 for k in a["timings"]},
+                          "info": {**parts[-1]["info"], "per_slice": {}, "seconds_encode": 0.0,
+                                   "seconds_decode": 0.0, "seconds_waiting_for_encoder": 0.0}})
+    elif hits:
+        fill = [k for k in indices[lo:hi + 1] if k not in set(probe)]
+        if fill:
+            parts.append(correct_slices(model, predictor, array, image_id, engine, fill, window,
+                                        progress=lambda f, m: progress(share + (1 - share) * f, m), **kw))
+    out = _merge(parts)
+    computed = sum(len(p["info"]["per_slice"]) for p in parts)
+    extent.update(filled_slices=computed - len(probe), interpolated_slices=len(interpolated),
+                  skipped_slices=len(indices) - computed - len(interpolated))
+    if interpolated:
+        extent["interpolate"] = float(interpolate)
+    info = dict(out["info"])
     info["slices"] = sorted(out["final"])
-    info["per_slice"] = {**a["info"]["per_slice"], **b["info"]["per_slice"]}
-    for k in ("seconds_encode", "seconds_decode", "seconds_waiting_for_encoder"):
-        info[k] = round(a["info"][k] + b["info"][k], 3)
+    info["interpolated"] = sorted(interpolated)
     info["extent"] = extent
     out["info"] = info
     return out
@@ -218,15 +282,18 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
 def segment_volume(model, predictor, array: np.ndarray, image_id: str, engine, indices, window=None,
                    rounds: int = 4, k_points: int = 5, clicks=None, start=None, roi=None, propagate=False,
                    batch: int = 8, keep_rounds: bool = True, progress=None, check_cancelled=None,
-                   keep_errors: bool = False, extent_step: int = 0, overlap: bool = True) -> dict:
+                   keep_errors: bool = False, extent_step: int = 0, overlap: bool = True,
+                   interpolate: float = 0.0, pixel_mm=None) -> dict:
     """:func:`correct_slices` put back on the input grid: {"final": bool volume, "rounds": [bool volume
     per round 0..T] (empty unless ``keep_rounds``), "info": {...}, "slices2d": the 2D finals}.
     ``extent_step`` > 1 runs :func:`extent_first` (a prompt-free start only: no clicks, no start mask,
-    no propagation, and at least 3 probe intervals of slices)."""
+    no propagation, and at least 3 probe intervals of slices), with ``interpolate`` (its fill-in by
+    bisection) unless every round's masks are asked for (``keep_rounds``)."""
     if (extent_step > 1 and not clicks and start is None and not propagate
             and len(set(indices)) >= 3 * extent_step):
         out = extent_first(model, predictor, array, image_id, engine, indices, window, extent_step,
-                           progress=progress, rounds=rounds, k_points=k_points, roi=roi, batch=batch,
+                           progress=progress, interpolate=0.0 if keep_rounds else interpolate, pixel_mm=pixel_mm,
+                           rounds=rounds, k_points=k_points, roi=roi, batch=batch,
                            keep_rounds=keep_rounds, check_cancelled=check_cancelled, keep_errors=keep_errors,
                            overlap=overlap)
     else:

@@ -112,13 +112,15 @@ def segment(ctx, image, params, inputs):
         out = segment_windowed(net, pred, arr, image_id, engine, indices, window, pixel_mm, geometry,
                                params["iterations"], params["k_points"], params["roi"], keep_rounds=keep_rounds,
                                progress=ctx.progress, check_cancelled=ctx.check_cancelled,
-                               extent_step=params["extent_step"], keep_errors=bool(params["session"]))
+                               extent_step=params["extent_step"], keep_errors=bool(params["session"]),
+                               interpolate=params["interpolate"])
     else:
         out = segment_volume(net, pred, arr, image_id, engine, indices, window, params["iterations"],
                              params["k_points"], clicks, None if start is None else np.asarray(start, bool),
                              params["roi"], params["propagate"], keep_rounds=keep_rounds, progress=ctx.progress,
                              check_cancelled=ctx.check_cancelled, keep_errors=bool(params["session"]),
-                             extent_step=params["extent_step"])
+                             extent_step=params["extent_step"], interpolate=params["interpolate"],
+                             pixel_mm=pixel_mm)
     arrays = {f"{structure}_round{t}": v.astype(np.uint8) for t, v in enumerate(out["rounds"])}
     info = {**out["info"], "structure": structure, "model": params["model"],
             "backbone": pred.backbone.name, "encoder_route": pred.backbone.encoder_route,

@@ -75,7 +75,8 @@ def locate(model, predictor, array, image_id, engine, indices, window, pixel_mm,
 
 def segment_windowed(model, predictor, array, image_id, engine, indices, window, pixel_mm, geometry,
                      rounds: int = 4, k_points: int = 5, roi=None, keep_rounds: bool = True, progress=None,
-                     check_cancelled=None, extent_step: int = 4, keep_errors: bool = False) -> dict:
+                     check_cancelled=None, extent_step: int = 4, keep_errors: bool = False,
+                     interpolate: float = 0.0) -> dict:
     """:func:`~medsegsuite.cosam.pipeline.segment_volume`'s dict for slices seen in the model's own field of
     view (see the module doc); ``info["field_of_view"]`` says what was done."""
     progress = progress or (lambda f, m: None)
@@ -105,7 +106,7 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
     out = segment_volume(model, predictor, vol, _window_id(image_id, win, indices), weng, range(weng.n_slices),
                          window, rounds, k_points, keep_rounds=keep_rounds,
                          progress=lambda f, m: progress(0.3 + 0.7 * f, m), check_cancelled=check_cancelled,
-                         extent_step=extent_step, keep_errors=keep_errors)
+                         extent_step=extent_step, keep_errors=keep_errors, interpolate=interpolate)
 
     keep = _roi_keep(engine, roi)  # an ROI bounds the result in-plane, as on the squeezed path
 
@@ -119,6 +120,8 @@ def segment_windowed(model, predictor, array, image_id, engine, indices, window,
     vols = [back(r)[0] for r in out["rounds"]]
     info = dict(out["info"])
     info["slices"] = [indices[j] for j in info["slices"]]
+    if "interpolated" in info:
+        info["interpolated"] = [indices[j] for j in info["interpolated"]]
     info["per_slice"] = {indices[int(j)]: v for j, v in info["per_slice"].items()}
     if "extent" in info:
         ext = dict(info["extent"])
