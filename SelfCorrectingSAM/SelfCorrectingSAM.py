@@ -210,6 +210,8 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
             self.rounds = None  # the review slider shows full results only
             return written
         self.field_of_view = result.info.get("field_of_view")
+        self.interpolated = list(result.info.get("interpolated") or [])
+        self.looped = len(result.info.get("per_slice") or {})
         name = result.info.get("structure") or next(iter(result.masks))
         keys = sorted((k for k in result.arrays if k.startswith(f"{name}_round")),
                       key=lambda k: int(k.rsplit("round", 1)[1]))
@@ -223,6 +225,15 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
                              "node": volume_node.GetID(), "model": result.info.get("model"), "structure": name,
                              "mask": np.asarray(result.masks[name], bool), "sent": set(self._pending_rows)}
         return written
+
+    def slices_text(self) -> str:
+        """Which slices the loop segmented and which were interpolated between agreeing neighbours
+        ('' when none was interpolated), so a reviewer knows where to look."""
+        interp = getattr(self, "interpolated", None) or []
+        if not interp:
+            return ""
+        return (f"{self.looped} slices segmented by the loop, {len(interp)} interpolated between agreeing "
+                f"neighbours (slices {interp[0]}–{interp[-1]}; 'interpolate 0' segments every slice).")
 
     def field_of_view_text(self) -> str:
         """How the last run framed the image for the model, in words ('' when it saw the slices whole)."""
@@ -501,6 +512,8 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
             self.ui.roundLabel.text = f"round {last} of {last} (final)"
         if runner.phase.value == "done" and self.logic.field_of_view_text():
             self.ui.statusLabel.text += "  " + self.logic.field_of_view_text()
+        if runner.phase.value == "done" and self.logic.slices_text():
+            self.ui.statusLabel.text += "  " + self.logic.slices_text()
         self.updateButtons()
 
     def resetLogicState(self):

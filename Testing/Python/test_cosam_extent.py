@@ -89,3 +89,50 @@ def test_fill_in_by_interpolation_encodes_fewer_slices_and_keeps_dice(backend, l
     assert np.array_equal(a[:, :, computed], b[:, :, computed])
     assert dice(b, liver) > 0.85
     assert dice(a, liver) >= dice(b, liver) - 0.005
+
+
+def test_a_sparse_selection_is_never_interpolated(backend, lits):
+    """Slices a user picks one by one (every 2nd here) are each segmented by the loop: interpolation
+    only fills gaps between neighbouring slices of the volume."""
+    ct, ref = lits
+    vol = Volume(np.ascontiguousarray(ct.array[:, :, 52:76]), ct.spacing, ct.origin, ct.direction,
+                 name="lits117-24-slices")  # the same image as above: its embeddings are cached
+    r = run_job(backend, "cosam.segment", vol, {"iterations": 1, "slices": "every:2"})
+    assert r.info["interpolated"] == [] and "extent" in r.info
+    looped = sorted(int(k) for k in r.info["per_slice"])
+    assert looped == sorted(r.info["slices"]) and len(looped) == 12 and set(np.diff(looped)) == {2}
+
+
+def test_panel_gets_the_fill_in_with_its_round_review(backend, lits):
+    """The Slicer panel asks for every round (its review slider): interpolated slices then carry each
+    round morphed from their ends, the final round is what lands in the segment, and the status text
+    says how many slices were interpolated."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    import slicer
+
+    from MedSegSuiteLib import segments
+    from MedSegSuiteLib.volumes import volume_to_node
+
+    root = Path(__file__).resolve().parents[2] / "SelfCorrectingSAM"
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    mod = importlib.import_module("SelfCorrectingSAM")
+    ct, _ = lits
+    vol = Volume(np.ascontiguousarray(ct.array[:, :, 52:76]), ct.spacing, ct.origin, ct.direction,
+                 name="lits117-24-slices")
+    scene = slicer.vtkMRMLScene()
+    node = volume_to_node(vol, scene, "img")
+    logic = mod.SelfCorrectingSAMLogic(lambda: backend)
+    runner = logic.run(node, None, model="liver", iterations=1, timeout=600)
+    assert runner.phase.value == "done", runner.error
+    interp = logic.interpolated
+    assert len(interp) >= 6 and logic.looped + len(interp) == 24
+    assert len(logic.rounds) == 2
+    for k in interp:
+        assert logic.rounds[0][:, :, k].any() and logic.rounds[1][:, :, k].any()
+    seg = logic.segmentation_node
+    assert np.array_equal(segments.read_mask(seg, segments.segment_id(seg, "liver"), vol.geometry), logic.rounds[-1])
+    assert f"{len(interp)} interpolated" in logic.slices_text()

@@ -72,7 +72,7 @@ def cross_case_results(model_paths, cases=CASES, log=print) -> dict | None:
             for path in model_paths:
                 for fov, suffix in (("model", ""), ("slice", "_squeezed")):
                     r = run_job(backend, "cosam.segment", case.image, {"model": str(path), "plane": "axial",
-                                                                        "slices": ks, "return_rounds": True,
+                                                                        "slices": ks, "return_rounds": True, "interpolate": 0,
                                                                         "field_of_view": fov})
                     c, f = r.arrays["liver_round0"] > 0, r.masks["liver"]
                     row["coarse" + suffix].append(float(np.mean(slice_dice(engine.stack(c, ks), ref2d))))

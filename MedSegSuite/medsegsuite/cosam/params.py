@@ -32,7 +32,7 @@ SEGMENT_PARAMS = [
           "the slices it spans (0 or 1: every selected slice)", range=(0, 64)),
     Param("interpolate", "float", INTERPOLATE_DICE, "within that extent, shape-interpolate the slices between two "
           "segmented slices whose masks agree at this Dice or more instead of encoding them (bisection; 0: segment "
-          "every slice; off when every round's masks are returned)", range=(0.0, 1.0)),
+          "every slice)", range=(0.0, 1.0)),
     Param("field_of_view", "choice", "auto", "model: show the model windows at the pixel size and field of view "
           "it was trained at (locate, then segment in one window); slice: the whole slice squeezed into its input; "
           "auto: model when the image's field of view is over 1.5x (or under 1/1.5 of) the model's",

@@ -204,7 +204,9 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
     masks both hold the structure and agree at that Dice or more, the slices in between are
     shape-interpolated (:mod:`medsegsuite.volume.interpolate`, ``pixel_mm`` in-plane) and never encoded;
     otherwise the middle slice is segmented and both halves are judged again. Intervals with an empty
-    end are segmented slice by slice, as without it. info["interpolated"] lists the interpolated slices."""
+    end, or over slices the selection skips, are segmented slice by slice, as without it. With
+    ``keep_rounds`` an interpolated slice's round t morphs its two ends' round t. info["interpolated"]
+    lists the interpolated slices."""
     progress = progress or (lambda f, m: None)
     indices = sorted(set(int(i) for i in indices))
     if kw.get("roi") is not None:
@@ -228,7 +230,8 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
         pairs, todo = [], []
         for p, q in zip(known[:-1], known[1:]):
             inner = [r for r in range(p + 1, q) if lo <= r <= hi]
-            if inner and final[indices[p]].any() and final[indices[q]].any():
+            contiguous = indices[q] - indices[p] == q - p  # a sparse selection (every:8) is never filled in
+            if inner and contiguous and final[indices[p]].any() and final[indices[q]].any():
                 pairs.append((p, q))
             else:
                 todo += inner
@@ -256,8 +259,15 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
                 final.update(b["final"])
             pairs, todo = nxt, []
         if interpolated:  # one more part: the interpolated slices (no embedding, no loop, no error map)
+            rounds = None
+            if a["rounds"] is not None:  # round t of an interpolated slice: round t of its two ends, morphed
+                known_rounds = [{k: v for p in parts for k, v in p["rounds"][t].items()}
+                                for t in range(len(a["rounds"]))]
+                rounds = [{k: between(r[ka], r[kb], (pos[k] - pos[ka]) / (pos[kb] - pos[ka]), pixel_mm)
+                           for k, (ka, kb) in interpolated.items()} for r in known_rounds[:-1]]
+                rounds.append({k: final[k] for k in interpolated})
             parts.append({"final": {k: final[k] for k in interpolated}, "errors": {}, "pending_errors": {},
-                          "rounds": None, "timings": {k: 0.0 for k in a["timings"]},
+                          "rounds": rounds, "timings": {k: 0.0 for k in a["timings"]},
                           "info": {**parts[-1]["info"], "per_slice": {}, "seconds_encode": 0.0,
                                    "seconds_decode": 0.0, "seconds_waiting_for_encoder": 0.0}})
     elif hits:
@@ -288,11 +298,11 @@ def segment_volume(model, predictor, array: np.ndarray, image_id: str, engine, i
     per round 0..T] (empty unless ``keep_rounds``), "info": {...}, "slices2d": the 2D finals}.
     ``extent_step`` > 1 runs :func:`extent_first` (a prompt-free start only: no clicks, no start mask,
     no propagation, and at least 3 probe intervals of slices), with ``interpolate`` (its fill-in by
-    bisection) unless every round's masks are asked for (``keep_rounds``)."""
+    bisection)."""
     if (extent_step > 1 and not clicks and start is None and not propagate
             and len(set(indices)) >= 3 * extent_step):
         out = extent_first(model, predictor, array, image_id, engine, indices, window, extent_step,
-                           progress=progress, interpolate=0.0 if keep_rounds else interpolate, pixel_mm=pixel_mm,
+                           progress=progress, interpolate=interpolate, pixel_mm=pixel_mm,
                            rounds=rounds, k_points=k_points, roi=roi, batch=batch,
                            keep_rounds=keep_rounds, check_cancelled=check_cancelled, keep_errors=keep_errors,
                            overlap=overlap)
