@@ -26,12 +26,14 @@ run() {  # name, time limit (s), script and its options
     fi
 }
 start=$(date +%s)
-run cosam 150 benchmarks/cosam_speed.py --slices every:8 --modes fp32,bf16 --all-slices --compare-overlap
-run full_ct 150 benchmarks/full_ct.py
-run click 90 benchmarks/click_latency.py
-run remote 60 benchmarks/remote_latency.py
-run scribble 60 benchmarks/scribble_quick.py
-run click_under_training 60 benchmarks/click_under_training.py
-run metrics 30 benchmarks/metrics_speed.py  # surface metrics run on the CPU by design
+run cosam 130 benchmarks/cosam_speed.py --slices every:8 --modes fp32,bf16 --all-slices --compare-overlap
+run full_ct 150 benchmarks/full_ct.py --compare-exact
+run cosam_interpolation 40 benchmarks/cosam_interpolation.py
+run click 80 benchmarks/click_latency.py
+run remote 45 benchmarks/remote_latency.py
+run scribble 50 benchmarks/scribble_quick.py
+run click_under_training 45 benchmarks/click_under_training.py
+run tta_speed 35 benchmarks/tta_speed.py --device cuda --repeats 3
+run metrics 25 benchmarks/metrics_speed.py  # surface metrics run on the CPU by design
 echo "benchmarks/gpu.sh: $(( $(date +%s) - start )) s; results in $OUT"
 exit $status
