@@ -106,7 +106,7 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
 
     def request(self, volume, volume_node, segmentation_node, model="liver", structure="", iterations=4,
                 slices="all", points_node=None, roi_node=None, continue_loop=False, propagate=False,
-                box_propagate=False, box=None, box_slice=None, **_):
+                box_propagate=False, box=None, box_slice=None, interpolate=True, **_):
         """(task, params, inputs): ``cosam.segment`` on axial slices (the slice engine finds them from
         the direction matrix), points as rows x, y, slice, label in those slices (converted from the
         fiducials' IJK with the engine), an ROI as input-grid voxel bounds i0, i1, j0, j1, k0, k1.
@@ -152,6 +152,8 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
             params["structure"] = structure
         if propagate:
             params["propagate"] = True
+        if not interpolate:  # every slice through the loop (the task's default fills in between agreeing ones)
+            params["interpolate"] = 0.0
         inputs = {}
         rows = []
         if points_node is not None:
@@ -233,7 +235,8 @@ class SelfCorrectingSAMLogic(ScriptedLoadableModuleLogic, MethodLogic):
         if not interp:
             return ""
         return (f"{self.looped} slices segmented by the loop, {len(interp)} interpolated between agreeing "
-                f"neighbours (slices {interp[0]}–{interp[-1]}; 'interpolate 0' segments every slice).")
+                f"neighbours (slices {interp[0]}–{interp[-1]}; untick 'Fill in between agreeing slices' to "
+                f"segment every slice).")
 
     def field_of_view_text(self) -> str:
         """How the last run framed the image for the model, in words ('' when it saw the slices whole)."""
@@ -440,7 +443,7 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
         self.initializeParameterNode()
         self.refreshModels()
 
-    OPTION_WIDGETS = {"model": "modelComboBox", "structure": "structureLineEdit", "iterations": "iterationsSpinBox", "slices": "slicesLineEdit", "propagate": "propagateCheckBox"}
+    OPTION_WIDGETS = {"model": "modelComboBox", "structure": "structureLineEdit", "iterations": "iterationsSpinBox", "slices": "slicesLineEdit", "propagate": "propagateCheckBox", "interpolate": "interpolateCheckBox"}
 
     def refreshModels(self):
         """The model list and the options' tooltips come from the backend in use (local or the server),
@@ -472,6 +475,7 @@ class SelfCorrectingSAMWidget(MethodPanelWidget):
                          iterations=self.ui.iterationsSpinBox.value, slices=self.ui.slicesLineEdit.text,
                          points_node=self.pointNodes(), roi_node=self.ui.roiSelector.currentNode(),
                          propagate=self.ui.propagateCheckBox.checked, continue_loop=self._continue,
+                         interpolate=self.ui.interpolateCheckBox.checked,
                          box_propagate=self._drafting is not None and self.ui.boxDraftCheckBox.checked)
         self._continue = False
 

@@ -136,3 +136,7 @@ def test_panel_gets_the_fill_in_with_its_round_review(backend, lits):
     seg = logic.segmentation_node
     assert np.array_equal(segments.read_mask(seg, segments.segment_id(seg, "liver"), vol.geometry), logic.rounds[-1])
     assert f"{len(interp)} interpolated" in logic.slices_text()
+    # the panel's "Fill in between agreeing slices" box, unticked, asks for every slice through the loop
+    task, params, _ = logic.request(vol, node, None, model="liver", interpolate=False)
+    assert task == "cosam.segment" and params["interpolate"] == 0
+    assert "interpolate" not in logic.request(vol, node, None, model="liver")[1]
