@@ -271,7 +271,8 @@ def extent_first(model, predictor, array: np.ndarray, image_id: str, engine, ind
                           "info": {**parts[-1]["info"], "per_slice": {}, "seconds_encode": 0.0,
                                    "seconds_decode": 0.0, "seconds_waiting_for_encoder": 0.0}})
     elif hits:
-        fill = [k for k in indices[lo:hi + 1] if k not in set(probe)]
+        done = set(probe)
+        fill = [k for k in indices[lo:hi + 1] if k not in done]
         if fill:
             parts.append(correct_slices(model, predictor, array, image_id, engine, fill, window,
                                         progress=lambda f, m: progress(share + (1 - share) * f, m), **kw))

@@ -32,7 +32,6 @@ def between(a: np.ndarray, b: np.ndarray, t: float, sampling=None, sdf_a=None, s
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two masks, 0 when either is empty (two empty slices are no evidence of a shape between)."""
-    sa, sb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
-    if sa == 0 or sb == 0:
-        return 0.0
-    return 2.0 * np.count_nonzero(np.logical_and(a, b)) / (sa + sb)
+    from ..metrics.overlap import dice
+
+    return dice(a, b) if np.any(a) and np.any(b) else 0.0
