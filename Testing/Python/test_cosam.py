@@ -116,6 +116,26 @@ def test_user_clicks_are_respected(tiny):
     assert len(p.points) == 3 and tuple(p.points[2]) == (5.0, S // 2)
 
 
+def test_painted_clicks_match_the_whole_grid_disk():
+    """paint_clicks looks only at each click's bounding box: the pixels it paints are exactly those of
+    the disk test over the whole grid, for clicks inside, on the edge of and just outside the grid."""
+    from medsegsuite.cosam.prompts import paint_clicks
+
+    rng = np.random.default_rng(0)
+    H, W = 40, 56
+    base = rng.random((H, W)) > 0.5
+    yy, xx = np.ogrid[:H, :W]
+    pts = np.concatenate([rng.uniform(-3, 60, (40, 2)), [[0, 0], [W - 1, H - 1], [-1.5, 5], [W + 0.5, 7]]])
+    labs = rng.integers(0, 2, len(pts))
+    for radius in (0.5, 1.0, 2.0, 3.7):
+        want = base.copy()
+        for (x, y), lab in zip(pts, labs):
+            want[(yy - y) ** 2 + (xx - x) ** 2 <= radius * radius] = bool(lab)
+        got = paint_clicks(base, pts.astype(np.float32), labs, radius)
+        assert np.array_equal(got, want) and got.sum() != base.sum()
+    assert np.array_equal(paint_clicks(base, pts[:0], labs[:0]), base)
+
+
 def test_checkpoint_round_trip_and_refusals(tiny, tmp_path):
     from medsegsuite.models import save_checkpoint
     from medsegsuite.sam import load_litemedsam

@@ -79,7 +79,12 @@ def paint_clicks(mask: np.ndarray, points, labels, radius: float = 1.0) -> np.nd
         return mask
     m = mask.copy()
     H, W = m.shape
-    yy, xx = np.ogrid[:H, :W]
-    for (x, y), lab in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)):
-        m[(yy - y) ** 2 + (xx - x) ** 2 <= radius * radius] = bool(lab)
+    for (x, y), lab in zip(np.asarray(points, np.float64).reshape(-1, 2), np.asarray(labels).reshape(-1)):
+        # only the disk's bounding box is looked at (a click paints a few pixels of a 256x256 grid)
+        y0, y1 = max(int(np.floor(y - radius)), 0), min(int(np.floor(y + radius)) + 1, H)
+        x0, x1 = max(int(np.floor(x - radius)), 0), min(int(np.floor(x + radius)) + 1, W)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        m[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= radius * radius] = bool(lab)
     return m
