@@ -106,14 +106,15 @@ class RoutedEncoder(torch.nn.Module):
         return torch.cat([self._run(x[i:i + 1]) for i in range(x.shape[0])])
 
 
-def ort_session(path: Path, arena: bool = True):
+def ort_session(path: Path):
     """An ONNX Runtime CPU session with as many threads as torch uses and no busy-waiting between runs
-    (torch shares the same cores). ``arena=False`` for graphs run at varying shapes: ORT's CPU arena
-    keeps its largest allocations for good (measured: +1.7 GB for CoSAM's decoder passes at batch 8)."""
+    (torch shares the same cores; measured: letting a click's threads spin made its p90 ~200 instead of
+    ~156 ms and its follow-up pass 108 instead of 62 ms). ORT's CPU memory arena is on: it keeps its
+    largest allocation for good, so feed it one shape (one slice per run: cosam/decoder_routes.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.enable_cpu_mem_arena = arena
+    opts.enable_cpu_mem_arena = True
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
