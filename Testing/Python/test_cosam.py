@@ -126,12 +126,13 @@ def test_painted_clicks_match_the_whole_grid_disk():
     base = rng.random((H, W)) > 0.5
     yy, xx = np.ogrid[:H, :W]
     pts = np.concatenate([rng.uniform(-3, 60, (40, 2)), [[0, 0], [W - 1, H - 1], [-1.5, 5], [W + 0.5, 7]]])
+    pts = pts.astype(np.float32)  # as the loop passes them
     labs = rng.integers(0, 2, len(pts))
     for radius in (0.5, 1.0, 2.0, 3.7):
         want = base.copy()
         for (x, y), lab in zip(pts, labs):
             want[(yy - y) ** 2 + (xx - x) ** 2 <= radius * radius] = bool(lab)
-        got = paint_clicks(base, pts.astype(np.float32), labs, radius)
+        got = paint_clicks(base, pts, labs, radius)
         assert np.array_equal(got, want) and got.sum() != base.sum()
     assert np.array_equal(paint_clicks(base, pts[:0], labs[:0]), base)
 
