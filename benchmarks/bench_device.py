@@ -35,8 +35,8 @@ def device_extra(dev: str) -> dict:
 def dense_peak_gflops(dev: str, n: int = 2048, repeats: int = 5) -> dict:
     """This machine's measured fp32 dense matrix-multiply throughput (GFLOP/s, best of ``repeats`` n x n
     products) per library that runs it here: torch on ``dev``, and on a CPU numpy and ONNX Runtime too.
-    A run's FLOPs divided by the best of these is a floor on its time that no exact route can beat, so a
-    results file can say whether a time target is reachable on the machine it ran on."""
+    A run's FLOPs divided by the best of these is a floor on its time for any route that does the same
+    arithmetic, so a results file can say whether a time target is reachable on the machine it ran on."""
     import numpy as np
     import torch
 
