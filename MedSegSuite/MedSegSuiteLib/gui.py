@@ -1,9 +1,11 @@
 """Qt glue shared by the panels (imported only inside 3D Slicer; the logic never imports it).
 
 :class:`JobPanel` binds a `MethodLogic`'s job runner to a panel's Apply button, progress bar and
-status label: Apply turns into Cancel while a job is busy; one QTimer (100 ms) reads what the job's
-worker thread and the panel's background calls (:meth:`JobPanel.call`: model lists, DyNA status)
-reported, so nothing that waits for a server, an upload or an import runs on the GUI thread.
+status label: Apply turns into Cancel while a job is busy; one QTimer reads what the job's worker
+thread and the panel's background calls (:meth:`JobPanel.call`: model lists, DyNA status) reported,
+so nothing that waits for a server, an upload or an import runs on the GUI thread. It ticks every
+20 ms while a job runs (a click's result is written within a tick of arriving; a tick that finds
+nothing new redraws nothing) and every 100 ms for background calls only.
 Errors show in the status label and a message box.
 """
 from __future__ import annotations
@@ -14,8 +16,11 @@ import slicer
 from medsegsuite.errors import InputError
 
 from .background import BackgroundCalls
-from .jobs import Phase
+from .jobs import JOB_TICK_MS, Phase
 from .panel import button_text, status_text
+
+
+TICK_MS = 100  # background calls only; while a job runs: jobs.JOB_TICK_MS
 
 
 class JobPanel:
@@ -27,8 +32,9 @@ class JobPanel:
         self.on_change = on_change  # called after every redraw (the widget updates its other buttons)
         self.calls = BackgroundCalls()
         self._following = False  # a job started here whose end has not been handled yet
+        self._shown = None       # the job's (phase, fraction, message) last drawn
         self.timer = qt.QTimer()
-        self.timer.setInterval(100)
+        self.timer.setInterval(TICK_MS)
         self.timer.connect("timeout()", self.poll)
         self.apply_button.connect("clicked(bool)", self.on_apply)
         self.progress_bar.setRange(0, 100)
@@ -52,6 +58,7 @@ class JobPanel:
             slicer.util.errorDisplay(str(e))
             return
         self._following = True
+        self.timer.setInterval(JOB_TICK_MS)
         self.timer.start()
         self.update()
 
@@ -74,12 +81,15 @@ class JobPanel:
 
     def poll(self):
         """The timer: apply the job's and the calls' news; never calls the backend."""
-        self.logic.runner.poll()
+        r = self.logic.runner
+        r.poll()
         pending = self.calls.drain()
         if self._following:
-            self.update()
-            if not self.logic.runner.busy:
+            if (r.phase, r.fraction, r.message) != self._shown:
+                self.update()
+            if not r.busy:
                 self._following = False
+                self.timer.setInterval(TICK_MS)
                 if self.logic.runner.phase == Phase.FAILED:
                     slicer.util.errorDisplay(self.logic.runner.error)
                 if self.on_finished is not None:
@@ -89,6 +99,7 @@ class JobPanel:
 
     def update(self):
         r = self.logic.runner
+        self._shown = (r.phase, r.fraction, r.message)
         self.apply_button.text = button_text(r.phase, self.idle_text)
         self.progress_bar.value = int(round(100 * r.fraction))
         self.progress_bar.visible = r.phase != Phase.IDLE

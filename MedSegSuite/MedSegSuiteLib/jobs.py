@@ -5,9 +5,9 @@
                    \\-> failed (bad input, unknown task, server unreachable)
 
 :meth:`JobRunner.start` returns at once: a worker thread gets the backend (the first local one
-imports torch), sends the image (hashing it, uploading it to a server), queues the job, polls its
-events and downloads the result, and puts what it learns on a thread-safe queue. :meth:`poll`,
-called from a GUI timer, only reads that queue (it never calls the backend, so a slow server never
+imports torch), sends the image (hashing it, uploading it to a server), queues the job, waits on its
+events (a long-poll that returns as each one arrives), downloads the result, and puts what it learns
+on a thread-safe queue. :meth:`poll`, called from a GUI timer, only reads that queue (it never calls the backend, so a slow server never
 freezes Slicer) and runs the ``importer`` — the MRML write — on the caller's thread. Batch scripts
 and tests call :meth:`wait`. The importer runs only when the job ended *done* and the user did not
 ask to cancel, so a cancelled or failed job never touches the segmentation.
@@ -34,7 +34,8 @@ class Phase(str, enum.Enum):
 
 
 FINISHED = {Phase.DONE, Phase.CANCELLED, Phase.FAILED}
-POLL_INTERVAL = 0.1  # seconds between two events() calls on the worker thread
+POLL_INTERVAL = 0.1  # the longest the worker waits on the job's events before it looks at cancel again
+JOB_TICK_MS = 20     # the panels' GUI timer while a job runs (gui.JobPanel; benchmarks/click_latency.py models it)
 
 
 class JobRunner:
@@ -215,7 +216,7 @@ class JobRunner:
                         post("error", f"could not cancel: {_describe(e)}")
                         return
                     cancel_sent = True
-                events = backend.events(job_id, seen)
+                events = self._next_events(backend, job_id, seen, cancel)
                 if events:
                     seen = events[-1].seq
                     post("events", events)
@@ -226,9 +227,23 @@ class JobRunner:
                     return
                 if ended is not None:
                     return
-                cancel.wait(self.interval)  # wakes at once when the user cancels
         except Exception as e:  # noqa: BLE001 - shown in the panel, never raised into Qt
             post("error", _describe(e))
+
+    def _next_events(self, backend, job_id: str, seen: int, cancel: threading.Event) -> list:
+        """The job's next events, as soon as there are any: a long-poll of up to ``interval`` seconds
+        (so a click's result is fetched the moment it is ready, not at the next poll; a cancel is
+        still sent within ``interval``). A server that refuses another long-poll (429: the user holds
+        too many) is polled instead."""
+        try:
+            return backend.events(job_id, seen, wait=self.interval)
+        except Exception as e:  # noqa: BLE001
+            if getattr(e, "status", None) != 429:
+                raise
+        events = backend.events(job_id, seen)
+        if not events:
+            cancel.wait(self.interval)  # wakes at once when the user cancels
+        return events
 
 
 def _describe(e: BaseException) -> str:

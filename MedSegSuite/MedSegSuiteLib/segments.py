@@ -301,13 +301,17 @@ def write_masks(seg_node, masks: dict, geometry: Geometry, colors: dict | None =
     return {name: segment_id(seg_node, name) for name in clean}
 
 
-def _plan(seg_node, clean, overwrite, geometry):
-    """(masks to write, {name: existing segment id or None}, ids of other segments that give way)."""
-    targets = {name: segment_id(seg_node, name) for name in clean}
+def _refuse_protected(seg_node, targets: dict) -> None:
     refused = [n for n, sid in targets.items() if sid is not None and is_protected(seg_node, sid)]
     if refused:
         raise InputError(f"segment(s) {refused} are locked or marked finished; unlock them (or set their "
                          "status back to In progress) to replace them, or write under another name")
+
+
+def _plan(seg_node, clean, overwrite, geometry):
+    """(masks to write, {name: existing segment id or None}, ids of other segments that give way)."""
+    targets = {name: segment_id(seg_node, name) for name in clean}
+    _refuse_protected(seg_node, targets)
     others = [sid for sid in segment_ids(seg_node) if sid not in targets.values()]
     protected = [sid for sid in others if is_protected(seg_node, sid)]
     if overwrite == "none":
@@ -352,3 +356,121 @@ def _write(seg_node, clean, targets, editable, geometry, colors, ids) -> None:
                     _write_one(seg_node, sid, other & ~union, geometry, target)
     finally:
         seg_node.EndModify(was)
+
+
+# -- a box of one segment (a click's crop) -------------------------------------------------------
+def _labelmap(seg_node, sid: str):
+    """The segment's stored labelmap (Slicer's own object, not a copy), or None when it has none."""
+    return seg_node.GetSegmentation().GetSegment(sid).GetRepresentation(
+        slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName())
+
+
+def _on_grid(img, geometry: Geometry) -> bool:
+    """True when ``img`` (a stored labelmap) indexes the voxels of ``geometry``: same image-to-world
+    matrix, so its extent is a box of ``geometry``'s indices (an empty one counts: it takes any grid)."""
+    if img is None:
+        return False
+    ext = img.GetExtent()
+    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+        return True
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    return bool(np.allclose(matrix_to_numpy(m), geometry.ijk_to_ras, rtol=1e-5, atol=1e-4))
+
+
+def _read_box(seg_node, sid: str, lo, hi) -> np.ndarray:
+    """Segment ``sid`` in the box ``lo`` .. ``hi`` (exclusive) of the grid its labelmap indexes (see
+    `_on_grid`), read from Slicer's own array: the work is the box's, not the volume's."""
+    from vtkmodules.util import numpy_support
+
+    img = _labelmap(seg_node, sid)
+    out = np.zeros(tuple(int(h - lo_) for lo_, h in zip(lo, hi)), bool)
+    ext = img.GetExtent()
+    a = np.maximum(lo, [ext[0], ext[2], ext[4]])
+    b = np.minimum(hi, [ext[1] + 1, ext[3] + 1, ext[5] + 1])
+    if np.any(b <= a) or img.GetPointData().GetScalars() is None:
+        return out
+    ni, nj, nk = ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1
+    kji = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars()).reshape(nk, nj, ni)  # a view
+    part = kji[a[2] - ext[4]:b[2] - ext[4], a[1] - ext[2]:b[1] - ext[2], a[0] - ext[0]:b[0] - ext[0]]
+    label = seg_node.GetSegmentation().GetSegment(sid).GetLabelValue()
+    out[a[0] - lo[0]:b[0] - lo[0], a[1] - lo[1]:b[1] - lo[1], a[2] - lo[2]:b[2] - lo[2]] = \
+        part.transpose(2, 1, 0) == label
+    return out
+
+
+def _box_image(mask: np.ndarray, lo, geometry: Geometry):
+    img = slicer.vtkOrientedImageData()
+    img.ShallowCopy(image_data_from_array(mask.astype(np.uint8), lo))
+    img.SetImageToWorldMatrix(numpy_to_matrix(geometry.ijk_to_ras))
+    return img
+
+
+def _set_box(seg_node, sid: str, mask: np.ndarray, lo, geometry: Geometry) -> None:
+    """Make segment ``sid`` equal ``mask`` inside its box and leave it as it is outside: Slicer's
+    minimum merge inside the box's extent clears the voxels ``mask`` does not hold (only this
+    segment's: in a shared layer the others keep theirs), then its mask merge sets those it holds
+    (moving the segment to a layer of its own where it would overlap another, as the Segment Editor does)."""
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    img = _box_image(mask, lo, geometry)
+    ext = [int(v) for d in range(3) for v in (lo[d], lo[d] + mask.shape[d] - 1)]
+    for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MASK):
+        if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, mode, ext):
+            raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
+
+
+def write_crop(seg_node, name: str, offset, crop: np.ndarray, geometry: Geometry, colors: dict | None = None,
+               overwrite: str = "none", undoable: bool = True) -> dict[str, str]:
+    """Replace the box of segment ``name`` at ``offset`` (i, j, k on ``geometry``) with ``crop`` and
+    leave everything outside the box as it is: a click's result (`JobResult.crops`). Same rules as
+    :func:`write_masks` (protected segments, ``overwrite``, one undo step), but the work is the box's:
+    on a 512x512x300 CT, reading and writing whole masks costs ~1 s a click. Where the box cannot be
+    written in place (the segment does not exist yet, or it is stored on another grid or under a
+    transform), the whole mask is read, patched and written."""
+    if overwrite not in POLICIES:
+        raise InputError(f"overwrite must be one of {POLICIES}, got '{overwrite}'")
+    crop = np.asarray(crop)
+    crop = crop != 0 if crop.dtype != bool else crop
+    lo = np.asarray([int(o) for o in offset])
+    if crop.ndim != 3 or len(lo) != 3 or np.any(lo < 0) or np.any(lo + crop.shape > np.asarray(geometry.shape)):
+        raise InputError(f"a crop of shape {crop.shape} at {tuple(lo)} does not fit the image grid {geometry.shape}")
+    hi = lo + crop.shape
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    ensure_converter_rules()
+    sid = segment_id(seg_node, name)
+    ids = segment_ids(seg_node)
+    in_place = (sid is not None and np.allclose(node_to_world(seg_node), np.eye(4))
+                and (ref := reference_geometry(seg_node)) is not None and same_grid(ref, geometry)
+                and all(_on_grid(_labelmap(seg_node, s), geometry) for s in ids))
+    if not in_place:
+        mask = read_mask(seg_node, sid, geometry) if sid is not None else np.zeros(geometry.shape, bool)
+        mask[box] = crop
+        return write_masks(seg_node, {name: mask}, geometry, colors, overwrite, undoable)
+    _refuse_protected(seg_node, {name: sid})
+    others = [s for s in ids if s != sid]
+    protected = [s for s in others if is_protected(seg_node, s)]
+    editable = [] if overwrite == "none" else [
+        s for s in others if s not in protected and (overwrite == "all" or is_visible(seg_node, s))]
+    if overwrite != "none":
+        for s in protected:
+            crop = crop & ~_read_box(seg_node, s, lo, hi)
+    with undo.Step(seg_node) if undoable else contextlib.nullcontext():
+        was = seg_node.StartModify()
+        try:
+            if colors and name in colors:
+                seg_node.GetSegmentation().GetSegment(sid).SetColor(*[float(c) for c in colors[name]])
+            _set_box(seg_node, sid, crop, lo, geometry)
+            for s in editable:
+                other = _read_box(seg_node, s, lo, hi)
+                if np.any(other & crop):
+                    _set_box(seg_node, s, other & ~crop, lo, geometry)
+        finally:
+            seg_node.EndModify(was)
+    return {name: sid}
+
+
+def segment_digest(seg_node, name: str) -> bytes | None:
+    """A digest of segment ``name`` as stored (None when there is no such segment): equal digests
+    mean nobody edited it in between (`undo.segment_digest`: free right after our own write)."""
+    sid = segment_id(seg_node, name)
+    return None if sid is None else undo.segment_digest(seg_node, sid)

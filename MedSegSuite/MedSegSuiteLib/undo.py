@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import slicer
 
 from medsegsuite.errors import InputError
@@ -38,6 +39,7 @@ class _Record:
     forward: int = 0     # steps that Redo may restore
     mtime: int = 0       # history MTime right after our last operation
     signature: bytes = b""
+    layers: tuple = ()   # each labelmap layer's digest then (what `signature` hashed)
 
 
 _RECORDS: dict[str, _Record] = {}
@@ -91,31 +93,57 @@ def save_editor_states(seg_node) -> int:
 
 
 # -- the panels' stack ---------------------------------------------------------------------------
-def signature(seg_node) -> bytes:
-    """A digest of everything an undo would restore: segment ids, names, colours, label values and
-    the voxels of every labelmap layer."""
+def _layer_digest(obj) -> bytes:
+    """SHA-256 of one labelmap layer's extent and voxels, read in place (SHA-NI: ~20 ms for a liver's
+    27 M voxels); a non-labelmap source representation: its modification time stands for its content."""
     from vtkmodules.util import numpy_support
 
+    h = hashlib.sha256()
+    if obj is None:
+        h.update(b"none")
+    elif hasattr(obj, "GetExtent") and hasattr(obj, "GetPointData"):
+        h.update(repr(obj.GetExtent()).encode())
+        scalars = obj.GetPointData().GetScalars()
+        if scalars is not None:
+            h.update(memoryview(np.ascontiguousarray(numpy_support.vtk_to_numpy(scalars))))  # no copy
+    else:
+        h.update(repr(obj.GetMTime()).encode())
+    return h.digest()
+
+
+def _layer_digests(seg_node) -> tuple:
     seg = seg_node.GetSegmentation()
-    h = hashlib.blake2b(digest_size=16)
+    return tuple(_layer_digest(seg.GetLayerDataObject(i)) for i in range(seg.GetNumberOfLayers()))
+
+
+def signature(seg_node, layers: tuple | None = None) -> bytes:
+    """A digest of everything an undo would restore: segment ids, names, colours, label values and
+    the voxels of every labelmap layer (``layers``: their digests, when just computed)."""
+    seg = seg_node.GetSegmentation()
+    h = hashlib.sha256()
     for i in range(seg.GetNumberOfSegments()):
         sid = seg.GetNthSegmentID(i)
         s = seg.GetSegment(sid)
         h.update(repr((sid, s.GetName(), tuple(round(c, 6) for c in s.GetColor()), s.GetLabelValue(),
                        seg.GetLayerIndex(sid))).encode())
-    for i in range(seg.GetNumberOfLayers()):
-        obj = seg.GetLayerDataObject(i)
-        if obj is None:
-            h.update(b"none")
-            continue
-        if hasattr(obj, "GetExtent") and hasattr(obj, "GetPointData"):
-            h.update(repr(obj.GetExtent()).encode())
-            scalars = obj.GetPointData().GetScalars()
-            if scalars is not None:
-                h.update(numpy_support.vtk_to_numpy(scalars).tobytes())
-        else:  # a non-labelmap source representation: its modification time stands for its content
-            h.update(repr(obj.GetMTime()).encode())
+    for d in _layer_digests(seg_node) if layers is None else layers:
+        h.update(d)
     return h.digest()
+
+
+def segment_digest(seg_node, sid: str) -> bytes:
+    """A digest of one segment as stored: its id, label value, layer and that layer's voxels (an edit
+    to a segment sharing its layer changes it too: a conservative answer). Right after MedSegSuite's
+    last write, undo or redo (nothing has touched the segmentation since: its history did not move),
+    the layer's digest from then is reused, so this costs nothing; otherwise the layer is hashed."""
+    seg = seg_node.GetSegmentation()
+    layer = seg.GetLayerIndex(sid)
+    rec = _record(seg_node)
+    if rec is not None and not _history_moved(rec) and 0 <= layer < len(rec.layers):
+        d = rec.layers[layer]
+    else:
+        d = _layer_digest(seg.GetLayerDataObject(layer))
+    return hashlib.sha256(repr((sid, seg.GetSegment(sid).GetLabelValue(), layer)).encode() + d).digest()
 
 
 def _record(seg_node, create: bool = False) -> _Record | None:
@@ -135,7 +163,8 @@ def _record(seg_node, create: bool = False) -> _Record | None:
 
 def _settle(rec: _Record) -> None:
     rec.mtime = rec.history.GetMTime()
-    rec.signature = signature(rec.node)
+    rec.layers = _layer_digests(rec.node)
+    rec.signature = signature(rec.node, rec.layers)
 
 
 def _history_moved(rec: _Record) -> bool:

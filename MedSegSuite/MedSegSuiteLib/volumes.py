@@ -55,13 +55,15 @@ def array_from_image_data(image: vtk.vtkImageData) -> np.ndarray:
     return np.array(flat.reshape(nk, nj, ni).transpose(2, 1, 0))  # copy: never alias VTK memory
 
 
-def image_data_from_array(array: np.ndarray) -> vtk.vtkImageData:
-    """A vtkImageData (origin 0, spacing 1: the node holds the geometry) with a copy of ``array``."""
+def image_data_from_array(array: np.ndarray, offset=(0, 0, 0)) -> vtk.vtkImageData:
+    """A vtkImageData (origin 0, spacing 1: the node holds the geometry) with a copy of ``array``;
+    ``offset``: the index of its first voxel (a box of a larger grid keeps that grid's indices)."""
     a = np.asarray(array)
     if a.dtype == bool:
         a = a.astype(np.uint8)
     image = vtk.vtkImageData()
-    image.SetDimensions(*a.shape)
+    o = [int(v) for v in offset]
+    image.SetExtent(o[0], o[0] + a.shape[0] - 1, o[1], o[1] + a.shape[1] - 1, o[2], o[2] + a.shape[2] - 1)
     vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(a.transpose(2, 1, 0)).ravel(), deep=True)
     vtk_array.SetName("ImageScalars")
     image.GetPointData().SetScalars(vtk_array)

@@ -24,7 +24,8 @@ from trame_slicer.core import SlicerApp  # noqa: E402
 from .panels import CoSAMPanel, HubPanel, ScribblePanel, TTAPanel  # noqa: E402
 from .structures_panel import StructuresPanel  # noqa: E402
 
-POLL_S = 0.1
+POLL_S = 0.1        # the panels' loop when no job runs
+POLL_BUSY_S = 0.02  # while one runs: a click's result is written within 20 ms of arriving
 
 
 def _tool(panel):
@@ -241,7 +242,7 @@ class MedSegSuiteWebApp(TrameApp):
         self._tick = time.monotonic()
         threading.Thread(target=watch, daemon=True, name="watchdog").start()
 
-    # -- the 10 Hz loop -------------------------------------------------------------------------
+    # -- the panels' loop (10 Hz; 50 Hz while a job runs) -----------------------------------------
     def _start_polling(self, **_):
         loop = asyncio.get_event_loop()
         loop.create_task(self._poll_loop())
@@ -266,4 +267,6 @@ class MedSegSuiteWebApp(TrameApp):
                     except Exception as e:  # noqa: BLE001 - a failing import shows as an error, the loop lives
                         if hasattr(p, "set"):
                             p.set(error=str(e))
-            await asyncio.sleep(POLL_S)
+            busy = any(getattr(getattr(p, "logic", None), "runner", None) is not None and p.logic.runner.busy
+                       for p in self.panels)
+            await asyncio.sleep(POLL_BUSY_S if busy else POLL_S)

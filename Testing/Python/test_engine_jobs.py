@@ -155,3 +155,61 @@ def test_followups_run_after_the_result_is_delivered_and_never_fail_the_job(capl
         b.wait(nxt, timeout=10)
         assert seen[:3] == ["task", "later", "task"] and b.state(job) == JobState.DONE
     assert "follow-up of job" in caplog.text
+
+
+def test_events_long_poll_returns_as_an_event_arrives(backend, oblique_volume):
+    """`Backend.events(wait=...)` sleeps on the job and wakes with its next event, not at the deadline."""
+    image_id = backend.set_image(oblique_volume)
+    job = backend.start_job("test.jobs.box", image_id, {"delay": 0.05})
+    got = backend.events(job, 0, wait=60.0)
+    assert got and got[0].state == JobState.QUEUED
+    assert started.wait(10)
+    last = backend.events(job, 0)[-1].seq
+    t0 = time.monotonic()
+    nxt = backend.events(job, last, wait=60.0)  # the task emits every 0.05 s: one arrives long before 60 s
+    assert nxt and nxt[0].seq == last + 1 and time.monotonic() - t0 < 30
+    assert backend.wait(job, timeout=30) == JobState.DONE
+    end = backend.events(job, 0)[-1].seq
+    assert backend.events(job, end, wait=60.0) == []  # an ended job has nothing more: no wait
+
+
+def test_runner_picks_up_a_result_as_it_arrives_not_at_the_next_poll(backend, oblique_volume, scene_seg):
+    """With a 60 s interval, a runner that slept between polls would miss the result by up to a minute;
+    the worker waits on the job's events instead, so it ends with the job."""
+    seg, g = scene_seg
+    runner = JobRunner(backend, interval=60.0)
+    runner.start("test.jobs.box", oblique_volume, {}, importer=_importer(seg, g))
+    assert runner.wait(timeout=30, interval=0.01) == Phase.DONE
+    assert runner.phases == [Phase.STARTING, Phase.RUNNING, Phase.IMPORTING, Phase.DONE]
+
+
+def test_runner_polls_a_server_that_refuses_another_long_poll(backend, oblique_volume, scene_seg):
+    """A server answers 429 when the user already holds too many long-polls: the job still runs to its end."""
+    from medsegsuite.client.errors import RemoteError
+
+    class Busy:
+        def __init__(self, inner):
+            self.inner, self.refused = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def events(self, job_id, since=0, wait=0.0):
+            if wait > 0:
+                self.refused += 1
+                raise RemoteError("too many long-polls", 429, "busy")
+            return self.inner.events(job_id, since)
+
+    seg, g = scene_seg
+    busy = Busy(backend)
+    runner = JobRunner(busy, interval=0.02)
+    runner.start("test.jobs.box", oblique_volume, {}, importer=_importer(seg, g))
+    assert runner.wait(timeout=30) == Phase.DONE and busy.refused > 0
+    # any other error still fails the job with its message
+    class Broken(Busy):
+        def events(self, job_id, since=0, wait=0.0):
+            raise RemoteError("the server said no", 500, "internal")
+
+    runner = JobRunner(Broken(backend), interval=0.02)
+    runner.start("test.jobs.box", oblique_volume, {}, importer=_importer(seg, g))
+    assert runner.wait(timeout=30) == Phase.FAILED and "the server said no" in runner.error

@@ -29,6 +29,13 @@ def test_bad_volumes_are_refused_with_clear_errors():
     v = Volume(np.array([[[np.nan, 1.0]]]))
     with pytest.raises(InputError, match="NaN"):
         v.require_finite()
+    with pytest.raises(InputError, match="NaN"):  # a failed check is not remembered
+        v.require_finite()
+    ok = Volume(np.array([[[0.0, 1.0]]]))
+    assert ok.require_finite() is ok  # a passed one is (a click does not re-scan the CT) ...
+    ok.array = np.array([[[np.inf, 1.0]]])
+    with pytest.raises(InputError, match="NaN/Inf"):  # ... until the array is replaced
+        ok.require_finite()
 
 
 def test_require_same_names_the_difference(oblique_volume):

@@ -105,8 +105,9 @@ class Backend(Protocol):
                   inputs: dict[str, np.ndarray] | None = None) -> str:
         """Queue a job; returns its id at once."""
 
-    def events(self, job_id: str, since: int = 0) -> list[JobEvent]:
-        """Progress events with ``seq > since``, in order."""
+    def events(self, job_id: str, since: int = 0, wait: float = 0.0) -> list[JobEvent]:
+        """Progress events with ``seq > since``, in order. ``wait`` > 0: when there is none yet, wait
+        up to that many seconds for one (a long-poll: it returns as soon as one arrives)."""
 
     def state(self, job_id: str) -> JobState: ...
 

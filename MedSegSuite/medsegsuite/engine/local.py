@@ -110,10 +110,8 @@ class LocalBackend:
             raise InputError(f"unknown job id '{job_id}'")
         return job
 
-    def events(self, job_id: str, since: int = 0) -> list[JobEvent]:
-        job = self._job(job_id)
-        with job._lock:
-            return [e for e in job.events if e.seq > since]
+    def events(self, job_id: str, since: int = 0, wait: float = 0.0) -> list[JobEvent]:
+        return self._job(job_id).events_after(since, wait)
 
     def state(self, job_id: str) -> JobState:
         return self._job(job_id).state

@@ -50,14 +50,30 @@ class Job:
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self):
+        self._new_event = threading.Condition(self._lock)  # wakes `wait_events` at once
+
     def emit(self, state: JobState, fraction: float = 0.0, message: str = "") -> None:
         with self._lock:
             self.state = state
             self.events.append(JobEvent(next(self._seq), state, fraction, message, time.time()))
+            self._new_event.notify_all()
             if state in TERMINAL_STATES:
                 self.finished = time.time()
                 self.inputs = {}  # a job's inputs (scribbles, training cases) are not kept past its end
                 self.done_event.set()
+
+    def events_after(self, since: int, wait: float = 0.0) -> list:
+        """Events with seq > ``since``; with none yet and the job not ended, wait up to ``wait`` seconds
+        for one (woken by `emit`: no polling)."""
+        deadline = time.monotonic() + max(0.0, wait)
+        with self._lock:
+            while True:
+                evs = [e for e in self.events if e.seq > since]
+                left = deadline - time.monotonic()
+                if evs or self.state in TERMINAL_STATES or left <= 0:
+                    return evs
+                self._new_event.wait(left)
 
     @property
     def started(self) -> float | None:

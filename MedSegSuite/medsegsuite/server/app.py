@@ -551,16 +551,16 @@ def create_app(config: ServerConfig, backend: LocalBackend | None = None) -> Fas
         ``until=end`` (a client that shows no progress, e.g. a click), for the job to end: one round
         trip instead of one per event."""
         job = state.sessions.job_of(s, job_id)
-        deadline = time.monotonic() + max(0.0, min(wait, config.longpoll_max))
-        to_end = until == "end"
+        wait = max(0.0, min(wait, config.longpoll_max))
         with longpoll_slot(request.state.user, wait):
-            while True:
-                with job._lock:
-                    evs = [dict(e.to_dict(), message=redact_paths(e.message)) for e in job.events if e.seq > since]
-                if (evs and not to_end) or job.state in TERMINAL_STATES or time.monotonic() >= deadline:
-                    return {"state": job.state.value, "events": evs}
-                # until the end: sleep on the job's done event (no polling beside a running click)
-                job.done_event.wait(max(0.0, deadline - time.monotonic()) if to_end else 0.005)
+            # both sleep on the job (woken when it ends or emits): no polling beside a running click
+            if until == "end":
+                job.done_event.wait(wait)
+            else:
+                job.events_after(since, wait)
+            with job._lock:
+                evs = [dict(e.to_dict(), message=redact_paths(e.message)) for e in job.events if e.seq > since]
+                return {"state": job.state.value, "events": evs}
 
     @api.post("/jobs/{job_id}/cancel")
     def job_cancel(job_id: str, s=Depends(session)):

@@ -155,14 +155,20 @@ class Volume:
         return replace(self, array=array, name=name or self.name)
 
     def require_finite(self) -> "Volume":
+        """Raise on NaN/Inf voxels. A pass found finite is remembered, like the fingerprint (the array
+        is immutable once handed to a backend), so a click's ``set_image`` does not re-scan a whole CT."""
+        if self.__dict__.get("_finite"):
+            return self
         if np.issubdtype(self.array.dtype, np.floating) and not np.all(np.isfinite(self.array)):
             n = int(np.size(self.array) - np.count_nonzero(np.isfinite(self.array)))
             raise InputError(f"volume '{self.name}' holds {n} NaN/Inf voxels; fix or mask them first")
+        self.__dict__["_finite"] = True
         return self
 
     def __setattr__(self, name, value):
         if name in ("array", "spacing", "origin", "direction"):
             self.__dict__.pop("_fingerprint", None)  # a new array or grid is a new image
+            self.__dict__.pop("_finite", None)
         super().__setattr__(name, value)
 
     def fingerprint(self) -> str:
