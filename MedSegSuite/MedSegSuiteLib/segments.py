@@ -193,7 +193,6 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
         raise InputError(f"segment '{sid}' has no binary labelmap (convert it in the Segmentations module)")
     label = seg_node.GetSegmentation().GetSegment(sid).GetLabelValue()
     geometry = node_geometry(seg_node, geometry)
-    ref = oriented_image(np.zeros(geometry.shape, np.uint8), geometry)
     ext = img.GetExtent()
     if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
         return np.zeros(geometry.shape, bool)
@@ -209,6 +208,7 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
         src = part[lo[0] - ext[0]:hi[0] - ext[0], lo[1] - ext[2]:hi[1] - ext[2], lo[2] - ext[4]:hi[2] - ext[4]]
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = src == label
         return out
+    ref = oriented_image(np.zeros(geometry.shape, np.uint8), geometry)
     res = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, res, False, True)
     return _array_on_extent(res, geometry) == label
@@ -242,14 +242,36 @@ def read_masks(seg_node, geometry: Geometry, names=None) -> dict[str, np.ndarray
 def _write_one(seg_node, sid: str, mask: np.ndarray, geometry: Geometry, target: Geometry | None = None) -> None:
     """Write ``mask`` (on ``geometry``, in the node's frame), resampled onto ``target`` when given."""
     logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if target is None or same_grid(target, geometry):
+        # only the mask's bounding box travels: Slicer's replace makes the segment exactly this image
+        # (zero outside it), so the result is the same and a small structure costs little
+        lo, hi = _bounds(mask)
+        _set_labelmap(logic, seg_node, sid, _box_image(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], lo, geometry))
+        return
     img = oriented_image(mask.astype(np.uint8), geometry)
-    if target is not None and not same_grid(target, geometry):
+    if target is not None:
         out = slicer.vtkOrientedImageData()
         ref = oriented_image(np.zeros(target.shape, np.uint8), target)
         slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(img, ref, out, False, True)
         img = out
+    _set_labelmap(logic, seg_node, sid, img)
+
+
+def _set_labelmap(logic, seg_node, sid: str, img) -> None:
     if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, logic.MODE_REPLACE):
         raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
+
+
+def _bounds(mask: np.ndarray) -> tuple[list, list]:
+    """(lo, hi) of the mask's bounding box (exclusive hi); one voxel at the origin for an empty mask."""
+    lo, hi = [], []
+    for axis in range(3):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not len(idx):
+            return [0, 0, 0], [1, 1, 1]
+        lo.append(int(idx[0]))
+        hi.append(int(idx[-1]) + 1)
+    return lo, hi
 
 
 # -- undo (see .undo) ---------------------------------------------------------------------------
@@ -414,7 +436,10 @@ def _set_box(seg_node, sid: str, mask: np.ndarray, lo, geometry: Geometry) -> No
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     img = _box_image(mask, lo, geometry)
     ext = [int(v) for d in range(3) for v in (lo[d], lo[d] + mask.shape[d] - 1)]
-    for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MASK):
+    old = _read_box(seg_node, sid, lo, np.asarray(lo) + mask.shape)
+    modes = ([logic.MODE_MERGE_MIN] if np.any(old & ~mask) else []) + (
+        [logic.MODE_MERGE_MASK] if np.any(mask & ~old) else [])  # each pass scans the segment: skip a no-op
+    for mode in modes:
         if not logic.SetBinaryLabelmapToSegment(img, seg_node, sid, mode, ext):
             raise InputError(f"could not write segment '{sid}' into '{seg_node.GetName()}'")
 

@@ -39,7 +39,8 @@ class _Record:
     forward: int = 0     # steps that Redo may restore
     mtime: int = 0       # history MTime right after our last operation
     signature: bytes = b""
-    layers: tuple = ()   # each labelmap layer's digest then (what `signature` hashed)
+    layers: tuple = ()   # each labelmap layer's digest then (what `signature` hashed) ...
+    layer_keys: tuple = ()  # ... and the layer's identity and modification times then (`_layer_key`)
 
 
 _RECORDS: dict[str, _Record] = {}
@@ -111,9 +112,23 @@ def _layer_digest(obj) -> bytes:
     return h.digest()
 
 
-def _layer_digests(seg_node) -> tuple:
+def _layer_key(obj):
+    """A layer object's address and modification times (its own and its voxel array's: VTK's counter only
+    grows, and every write through VTK or Slicer bumps one): an unchanged key is unchanged content."""
+    if obj is None:
+        return None
+    scalars = obj.GetPointData().GetScalars() if hasattr(obj, "GetPointData") else None
+    return (obj.GetAddressAsString("vtkObject"), obj.GetMTime(), scalars.GetMTime() if scalars is not None else 0)
+
+
+def _layer_digests(seg_node, known: dict | None = None) -> tuple[tuple, tuple]:
+    """(keys, digests) of every layer; ``known`` {key: digest} from the last settle is reused, so a write
+    hashes only the layers it changed (a contouring session holds dozens of structures)."""
     seg = seg_node.GetSegmentation()
-    return tuple(_layer_digest(seg.GetLayerDataObject(i)) for i in range(seg.GetNumberOfLayers()))
+    objs = [seg.GetLayerDataObject(i) for i in range(seg.GetNumberOfLayers())]
+    keys = tuple(_layer_key(o) for o in objs)
+    known = known or {}
+    return keys, tuple(known[k] if k is not None and k in known else _layer_digest(o) for k, o in zip(keys, objs))
 
 
 def signature(seg_node, layers: tuple | None = None) -> bytes:
@@ -126,7 +141,7 @@ def signature(seg_node, layers: tuple | None = None) -> bytes:
         s = seg.GetSegment(sid)
         h.update(repr((sid, s.GetName(), tuple(round(c, 6) for c in s.GetColor()), s.GetLabelValue(),
                        seg.GetLayerIndex(sid))).encode())
-    for d in _layer_digests(seg_node) if layers is None else layers:
+    for d in _layer_digests(seg_node)[1] if layers is None else layers:
         h.update(d)
     return h.digest()
 
@@ -163,7 +178,7 @@ def _record(seg_node, create: bool = False) -> _Record | None:
 
 def _settle(rec: _Record) -> None:
     rec.mtime = rec.history.GetMTime()
-    rec.layers = _layer_digests(rec.node)
+    rec.layer_keys, rec.layers = _layer_digests(rec.node, dict(zip(rec.layer_keys, rec.layers)))
     rec.signature = signature(rec.node, rec.layers)
 
 

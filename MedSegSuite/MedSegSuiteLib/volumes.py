@@ -55,6 +55,19 @@ def array_from_image_data(image: vtk.vtkImageData) -> np.ndarray:
     return np.array(flat.reshape(nk, nj, ni).transpose(2, 1, 0))  # copy: never alias VTK memory
 
 
+def _kji(a: np.ndarray) -> np.ndarray:
+    """``a`` ([i, j, k]) as a C-ordered [k, j, i] array (VTK's voxel order). One transposing copy of a
+    CT-sized array strides through memory (~0.55 s for 512x512x200 on the dev machine); copied in slabs
+    of 8 along i it stays in cache (~0.17 s, the same bytes). An array already in that order is not copied."""
+    t = a.transpose(2, 1, 0)
+    if t.flags.c_contiguous:
+        return t
+    out = np.empty(t.shape, a.dtype)
+    for i in range(0, a.shape[0], 8):
+        out[:, :, i:i + 8] = a[i:i + 8].transpose(2, 1, 0)
+    return out
+
+
 def image_data_from_array(array: np.ndarray, offset=(0, 0, 0)) -> vtk.vtkImageData:
     """A vtkImageData (origin 0, spacing 1: the node holds the geometry) with a copy of ``array``;
     ``offset``: the index of its first voxel (a box of a larger grid keeps that grid's indices)."""
@@ -64,7 +77,7 @@ def image_data_from_array(array: np.ndarray, offset=(0, 0, 0)) -> vtk.vtkImageDa
     image = vtk.vtkImageData()
     o = [int(v) for v in offset]
     image.SetExtent(o[0], o[0] + a.shape[0] - 1, o[1], o[1] + a.shape[1] - 1, o[2], o[2] + a.shape[2] - 1)
-    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(a.transpose(2, 1, 0)).ravel(), deep=True)
+    vtk_array = numpy_support.numpy_to_vtk(_kji(a).ravel(), deep=True)
     vtk_array.SetName("ImageScalars")
     image.GetPointData().SetScalars(vtk_array)
     return image

@@ -137,8 +137,10 @@ def test_segment_digest_changes_with_the_segment_only(oblique_volume):
     assert d == S.segment_digest(seg, "tumour") and S.segment_digest(seg, "absent") is None
     S.write_crop(seg, "liver", (0, 0, 0), np.zeros((2, 2, 2), bool), g)   # another segment's layer
     assert S.segment_digest(seg, "tumour") == d
-    S.write_crop(seg, "tumour", (4, 2, 1), np.zeros((1, 1, 1), bool), g)  # one voxel of it
+    S.write_crop(seg, "tumour", (4, 2, 1), np.zeros((1, 1, 1), bool), g)  # one voxel of it, removed only
     assert S.segment_digest(seg, "tumour") != d
+    t = S.read_masks(seg, g, ["tumour"])["tumour"]
+    assert not t[4, 2, 1] and t[4:6, 2:4, 1:3].sum() == 7
     assert S.undo_last_write(seg)
     assert S.segment_digest(seg, "tumour") == d                           # back as it was
     # an edit from outside MedSegSuite (no undo step of ours settles it) is seen too

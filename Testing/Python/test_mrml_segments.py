@@ -137,3 +137,29 @@ def test_new_segments_carry_standard_terminology():
     assert entry("tumour").startswith("Segmentation category and type - DICOM master list~"
                                       "SCT^49755003^Morphologically Altered Structure~SCT^108369006^Neoplasm~")
     assert "Liver" not in entry("my structure") and "Neoplasm" not in entry("my structure")
+
+
+def test_whole_mask_writes_travel_as_their_bounding_box(setup):
+    """`write_masks` hands Slicer only the mask's bounding box: the segment reads back exactly, a
+    smaller mask leaves nothing of the old one outside its box, and an empty mask empties it."""
+    scene, seg, g, neighbour, new = setup
+    S.write_masks(seg, {"liver": neighbour}, g)
+    np.testing.assert_array_equal(S.read_masks(seg, g, ["liver"])["liver"], neighbour)
+    small = np.zeros(g.shape, bool)
+    small[3:5, 4:6, 2:3] = True
+    S.write_masks(seg, {"liver": small}, g)
+    np.testing.assert_array_equal(S.read_masks(seg, g, ["liver"])["liver"], small)
+    S.write_masks(seg, {"liver": np.zeros(g.shape, bool)}, g)
+    assert not S.read_masks(seg, g, ["liver"])["liver"].any()
+    assert S.segment_names(seg) == ["liver"]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_voxels_reach_vtk_in_its_order(order):
+    """The slab-wise transposing copy gives VTK the same bytes as a plain transpose, for any layout."""
+    from MedSegSuiteLib.volumes import array_from_image_data, image_data_from_array
+
+    a = np.asarray(np.random.default_rng(2).integers(0, 200, (19, 7, 5)), dtype=np.int16, order=order)
+    img = image_data_from_array(a, offset=(3, 0, 2))
+    assert img.GetExtent() == (3, 21, 0, 6, 2, 6)
+    np.testing.assert_array_equal(array_from_image_data(img), a)
