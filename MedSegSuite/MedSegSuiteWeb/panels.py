@@ -65,6 +65,7 @@ class Panel:
         import asyncio
 
         self._starting = True
+        self._was_busy = True  # its end is handled even when the job is over before the next poll sees it run
         self.set(busy=True, error="", status="Starting…", run_text="Cancel")
 
         def work():
@@ -88,6 +89,7 @@ class Panel:
             self.set(error=self._start_error, status=f"Not started: {self._start_error}", busy=False,
                      run_text=self.RUN_TEXT)
             self._start_error = None
+            self._was_busy = False  # no job started: nothing to finish
             return
         r = self.logic.runner
         phase = r.poll() if r.busy else r.phase
