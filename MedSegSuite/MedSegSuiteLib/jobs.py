@@ -7,10 +7,11 @@
 :meth:`JobRunner.start` returns at once: a worker thread gets the backend (the first local one
 imports torch), sends the image (hashing it, uploading it to a server), queues the job, waits on its
 events (a long-poll that returns as each one arrives), downloads the result, and puts what it learns
-on a thread-safe queue. :meth:`poll`, called from a GUI timer, only reads that queue (it never calls the backend, so a slow server never
-freezes Slicer) and runs the ``importer`` — the MRML write — on the caller's thread. Batch scripts
-and tests call :meth:`wait`. The importer runs only when the job ended *done* and the user did not
-ask to cancel, so a cancelled or failed job never touches the segmentation.
+on a thread-safe queue. :meth:`poll`, called from a GUI timer, only reads that queue (it never calls
+the backend, so a slow server never freezes Slicer) and runs the ``importer`` — the MRML write — on
+the caller's thread. Batch scripts and tests call :meth:`wait`. The importer runs only when the job
+ended *done* and the user did not ask to cancel, so a cancelled or failed job never touches the
+segmentation.
 """
 from __future__ import annotations
 

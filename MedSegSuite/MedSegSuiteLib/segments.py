@@ -71,6 +71,17 @@ def oriented_image(array: np.ndarray, geometry: Geometry):
     return img
 
 
+def _empty(ext) -> bool:
+    """A VTK extent that holds no voxel (Slicer's empty labelmap)."""
+    return ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]
+
+
+def _image_to_world(img) -> np.ndarray:
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    return matrix_to_numpy(m)
+
+
 def set_reference_geometry(seg_node, geometry: Geometry) -> None:
     """Make ``geometry`` the segmentation's reference grid (what Slicer's "specify geometry" sets)."""
     empty = vtk.vtkImageData()
@@ -90,14 +101,12 @@ def reference_geometry(seg_node) -> Geometry | None:
     if not slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, img):
         return None
     ext = img.GetExtent()
-    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+    if _empty(ext):
         return None
-    m = vtk.vtkMatrix4x4()
-    img.GetImageToWorldMatrix(m)
     shift = np.eye(4)
     shift[:3, 3] = [ext[0], ext[2], ext[4]]  # a grid whose extent does not start at 0
     return Geometry.from_ijk_to_ras((ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1),
-                                    matrix_to_numpy(m) @ shift)
+                                    _image_to_world(img) @ shift)
 
 
 def node_geometry(seg_node, geometry: Geometry) -> Geometry:
@@ -194,11 +203,9 @@ def read_mask(seg_node, sid: str, geometry: Geometry) -> np.ndarray:
     label = seg_node.GetSegmentation().GetSegment(sid).GetLabelValue()
     geometry = node_geometry(seg_node, geometry)
     ext = img.GetExtent()
-    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+    if _empty(ext):
         return np.zeros(geometry.shape, bool)
-    m = vtk.vtkMatrix4x4()
-    img.GetImageToWorldMatrix(m)
-    if np.allclose(matrix_to_numpy(m), geometry.ijk_to_ras, atol=1e-6):
+    if np.allclose(_image_to_world(img), geometry.ijk_to_ras, atol=1e-6):
         out = np.zeros(geometry.shape, bool)
         part = array_from_image_data(img)
         lo = np.maximum([ext[0], ext[2], ext[4]], 0)
@@ -392,12 +399,8 @@ def _on_grid(img, geometry: Geometry) -> bool:
     matrix, so its extent is a box of ``geometry``'s indices (an empty one counts: it takes any grid)."""
     if img is None:
         return False
-    ext = img.GetExtent()
-    if ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
-        return True
-    m = vtk.vtkMatrix4x4()
-    img.GetImageToWorldMatrix(m)
-    return bool(np.allclose(matrix_to_numpy(m), geometry.ijk_to_ras, rtol=1e-5, atol=1e-4))
+    return _empty(img.GetExtent()) or bool(
+        np.allclose(_image_to_world(img), geometry.ijk_to_ras, rtol=1e-5, atol=1e-4))
 
 
 def _read_box(seg_node, sid: str, lo, hi) -> np.ndarray:
