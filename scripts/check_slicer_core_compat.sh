@@ -10,4 +10,5 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PYTHONPATH="$ROOT/MedSegSuite:$ROOT/Testing/Python" "$VENV/bin/python" -m pytest -q --noconftest \
   -p compat_fixtures -p no:cacheprovider Testing/Python/test_mrml_volumes.py Testing/Python/test_mrml_segments.py \
-  Testing/Python/test_mrml_prompts.py Testing/Python/test_mrml_scene.py
+  Testing/Python/test_mrml_prompts.py Testing/Python/test_mrml_scene.py Testing/Python/test_mrml_crops.py \
+  Testing/Python/test_mrml_undo.py
