@@ -125,7 +125,8 @@ def _layer_digest(obj) -> bytes:
         h.update(repr(obj.GetExtent()).encode())
         scalars = obj.GetPointData().GetScalars()
         if scalars is not None:  # no copy of the voxels
-            h.update(_sha256_halves(memoryview(np.ascontiguousarray(numpy_support.vtk_to_numpy(scalars))).cast("B")))
+            voxels = np.ascontiguousarray(numpy_support.vtk_to_numpy(scalars))
+            h.update(_sha256_halves(memoryview(voxels).cast("B")))
     else:
         h.update(repr(obj.GetMTime()).encode())
     return h.digest()

@@ -51,7 +51,7 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
-        self._new_event = threading.Condition(self._lock)  # wakes `wait_events` at once
+        self._new_event = threading.Condition(self._lock)  # wakes `events_after` at once
 
     def emit(self, state: JobState, fraction: float = 0.0, message: str = "") -> None:
         with self._lock:
