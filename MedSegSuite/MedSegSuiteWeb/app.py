@@ -21,11 +21,13 @@ from trame_slicer.app.logic import SegmentationAppLogic  # noqa: E402
 from trame_slicer.app.ui import SegmentationAppUI  # noqa: E402
 from trame_slicer.core import SlicerApp  # noqa: E402
 
+from MedSegSuiteLib.jobs import JOB_TICK_MS  # noqa: E402
+
 from .panels import CoSAMPanel, HubPanel, ScribblePanel, TTAPanel  # noqa: E402
 from .structures_panel import StructuresPanel  # noqa: E402
 
 POLL_S = 0.1        # the panels' loop when no job runs
-POLL_BUSY_S = 0.02  # while one runs: a click's result is written within 20 ms of arriving
+POLL_BUSY_S = JOB_TICK_MS / 1000  # while one runs: the desktop panels' tick (a click's result is written at once)
 
 
 def _tool(panel):
@@ -267,6 +269,5 @@ class MedSegSuiteWebApp(TrameApp):
                     except Exception as e:  # noqa: BLE001 - a failing import shows as an error, the loop lives
                         if hasattr(p, "set"):
                             p.set(error=str(e))
-            busy = any(getattr(getattr(p, "logic", None), "runner", None) is not None and p.logic.runner.busy
-                       for p in self.panels)
+            busy = any(p.logic.runner.busy for p in self.panels if hasattr(p, "logic"))
             await asyncio.sleep(POLL_BUSY_S if busy else POLL_S)
