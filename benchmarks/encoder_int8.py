@@ -37,7 +37,7 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     from medsegsuite.metrics import dice
-    from medsegsuite.provenance import write_markdown
+    from medsegsuite.provenance import cpu_features, write_markdown
     from medsegsuite.sam import load_litemedsam, preprocess_slice
     from medsegsuite.sam.encoder_routes import ort_session, with_route
     from medsegsuite.sam.predictor import SlicePredictor, component_boxes
@@ -90,8 +90,8 @@ def main(argv=None):
         "faster, and masks agree to 0.995 on every slice; the whole-volume check would come next." if ok else
         ("slower than the exact route" if med[q] >= med[base] else "faster") + (
             "" if min(dices) >= 0.995 else f", and its masks move (worst Dice {min(dices):.3f} against fp32's)") +
-        ". This CPU has AVX2 without VNNI, where ONNX Runtime's int8 kernels gain little; the exact onnx route "
-        "stays the default."), ""]
+        f". This CPU: {cpu_features() or 'vector extensions not known'} (ONNX Runtime's int8 kernels gain "
+        "little without VNNI); the exact onnx route stays the default."), ""]
     write_markdown(a.out, L)
     print("\n".join(L))
 

@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 from medsegsuite import __version__
-from medsegsuite.provenance import (command_line, cpu_model, provenance, with_provenance, write_json,
-                                    write_markdown)
+from medsegsuite.provenance import (command_line, cpu_features, cpu_model, provenance, with_provenance,
+                                    write_json, write_markdown)
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"date", "command", "cpu", "logical_cores", "usable_cores", "memory_gb", "load_avg_1_5min", "torch_threads",
+FIELDS = {"date", "command", "cpu", "cpu_features", "logical_cores", "usable_cores", "memory_gb", "load_avg_1_5min", "torch_threads",
           "gpu", "python", "os", "packages", "git"}
 
 
@@ -35,6 +35,15 @@ def test_provenance_has_the_measured_fields():
                  if ln.startswith("model name")]
         if names:
             assert p["cpu"] == " ".join(names[0].split()) == cpu_model()
+        # the widest vector extension is read from the flags (machines with one model name differ 4x by it)
+        flags = set(next((ln.split(":", 1)[1] for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                          if ln.split(":")[0].strip() in ("flags", "Features")), "").split())
+        widest = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags
+                  else None)
+        assert p["cpu_features"] == cpu_features()
+        if widest:
+            assert f", {widest}" in p["cpu_features"] or p["cpu_features"].startswith(widest)
+            assert ("bf16" in p["cpu_features"]) == ("avx512_bf16" in flags)
     if (ROOT / ".git").exists():
         assert re.fullmatch(r"[0-9a-f]{40}", p["git"]["commit"]) and isinstance(p["git"]["dirty"], bool)
     json.dumps(p)  # plain data
@@ -51,7 +60,8 @@ def test_markdown_writer_puts_provenance_under_the_title(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "# Speed" and lines[2].startswith("**Provenance**")
     block = "\n".join(lines[2:12])
-    assert f"- machine: {prov['cpu']}, {prov['logical_cores']} logical cores" in block
+    cpu = prov["cpu"] + (f" ({prov['cpu_features']})" if prov["cpu_features"] else "")
+    assert f"- machine: {cpu}, {prov['logical_cores']} logical cores" in block
     assert "- command: `python bench.py`" in block and "GPU: " in block and f"medsegsuite {__version__}" in block
     assert lines[-3:] == ["| a |", "|---|", "| 1 |"]
     untitled = with_provenance("no title", prov)

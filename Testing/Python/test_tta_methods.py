@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsegsuite.tta.common import binary_entropy, bn_affine_params, bn_layers
-from medsegsuite.tta.grata import GraTa, lr_multiplier
+from medsegsuite.tta.common import binary_entropy, bn_affine_params, bn_layers, per_image_statistics
+from medsegsuite.tta.grata import GraTa, lr_multiplier, unview, view
 from medsegsuite.tta.network import build_unet
 from medsegsuite.tta.tent import Tent
 from medsegsuite.tta.vptta import (VPTTA, FourierPrompt, PromptMemory, WarmupBatchNorm2d, convert_batchnorm,
@@ -174,6 +174,35 @@ def test_grata_changes_only_bn_affine_and_scales_its_step():
     g.reset()
     for n, p in g.model.named_parameters():
         assert torch.equal(p, src[n])
+
+
+def test_per_image_statistics_batch_equals_one_forward_per_image():
+    """A batch of k images inside the context gives each image what a forward of it alone gives (BN with
+    its own statistics); outside it, BN pools the batch again; eval-mode BN is left alone."""
+    g = GraTa(tiny_net(2))
+    xs = torch.cat([image(i, shift=0.3 * i) for i in range(4)])
+    with torch.no_grad():
+        alone = torch.cat([g.model(xs[i:i + 1]) for i in range(4)])
+        pooled = g.model(xs)
+        with per_image_statistics(g.model):
+            batched = g.model(xs)
+        assert torch.allclose(batched, alone, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(pooled, alone, atol=1e-3)  # the batch's statistics differ from each image's
+        assert torch.equal(g.model(xs), pooled)  # restored on exit
+        frozen = tiny_net(2).eval()
+        with per_image_statistics(frozen):
+            assert torch.equal(frozen(xs), tiny_net(2).eval()(xs))
+
+
+def test_grata_pseudo_label_is_the_mean_of_six_separate_views():
+    g = GraTa(tiny_net(4))
+    x = image(7, shift=0.2)
+    with torch.no_grad():
+        ref = torch.stack([g.model(x)] + [unview(g.model(view(x, k)), k) for k in range(5)]).sigmoid().mean(0)
+        assert torch.allclose(g.pseudo_label(x), ref, atol=1e-6)
+        two = torch.cat([x, image(8)])  # several images: one forward per view, the batch's statistics
+        ref2 = torch.stack([g.model(two)] + [unview(g.model(view(two, k)), k) for k in range(5)]).sigmoid().mean(0)
+        assert torch.equal(g.pseudo_label(two), ref2)
 
 
 def test_grata_update_uses_pseudo_gradient_at_perturbed_point():

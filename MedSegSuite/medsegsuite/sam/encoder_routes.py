@@ -4,11 +4,14 @@ The encoder is ~90 % of a slice's cost on a CPU. Exact routes compute the same f
 fp32 PyTorch module (differences are float rounding, checked when a route is built):
 
 - ``onnx``: exported with torch's TorchScript-based exporter (opset 17, one slice per call) and run in
-  ONNX Runtime (the ``onnxruntime`` and ``onnx`` pins in requirements.txt). ~2.5x fp32 on 2 cores.
+  ONNX Runtime (the ``onnxruntime`` and ``onnx`` pins in requirements.txt). 1.4x fp32 on 2 AVX2
+  cores, 2.5x on 2 AVX-512 cores (benchmarks/results/cosam.md names the CPU's vector extensions).
 - ``script``: TorchScript trace + freeze in channels-last memory format. ~2.2x fp32.
 - ``fp32``: the plain PyTorch module (always available; the user's fallback).
 - ``bf16``: bfloat16 weights and activations (NOT exact: mask IoU ~0.99 against fp32), so a
   backbone using it gets its own name (``<name>@bf16``) and its embeddings never mix with fp32 ones.
+  Slower than fp32 without AVX-512 bf16 instructions; faster than ``onnx`` with them (measured whole-volume
+  Dice against the exact route: benchmarks/cosam_speed.py). Never chosen by ``auto``.
 
 ``auto`` (the default of every task that encodes) is :func:`auto_route`: ``onnx`` on a CPU when
 ONNX Runtime imports, else ``script``; ``fp32`` on CUDA/MPS (PyTorch's own kernels are the fast path

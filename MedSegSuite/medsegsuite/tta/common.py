@@ -6,6 +6,7 @@ on it first where the method does) and ``reset()`` (back to the source model).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -33,6 +34,30 @@ def use_test_statistics(model: nn.Module) -> nn.Module:
         m.running_mean = None
         m.running_var = None
     return model
+
+
+@contextlib.contextmanager
+def per_image_statistics(model: nn.Module):
+    """Inside it, each train-mode BN layer normalises every image of a batch with that image's own
+    statistics (instance norm with the layer's γ/β), so one forward of k images computes what k forwards
+    of one image each would, to float rounding. Why: GraTa's pseudo label averages six views of one
+    image, each normalised by its own statistics; batched, the six run ~1.3x faster on a CPU."""
+    layers = [m for m in bn_layers(model) if m.training and not m.track_running_stats]
+
+    def own(m):
+        def forward(x):
+            y = nn.functional.instance_norm(x.reshape(x.shape[0], x.shape[1], -1), weight=m.weight, bias=m.bias,
+                                            eps=m.eps)
+            return y.reshape(x.shape)
+        return forward
+
+    for m in layers:
+        m.forward = own(m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
 
 
 def frozen_copy(net: nn.Module) -> nn.Module:

@@ -24,7 +24,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from .common import bn_affine_params, one_sided_entropy, use_test_statistics
+from .common import bn_affine_params, one_sided_entropy, per_image_statistics, use_test_statistics
 
 
 def lr_multiplier(cos: float) -> float:
@@ -109,11 +109,21 @@ class GraTa:
     def aux_loss(self, x):
         return one_sided_entropy(self.model(x))
 
-    def pseudo_loss(self, x, x_aug=None):
+    def pseudo_label(self, x):
+        """The mean sigmoid over the six views of ``x``, each view predicted with its own BN statistics.
+        One image (the per-volume schedule's update, the papers' stream): the views run as one batch
+        with per-image statistics (the same numbers, ~1.3x faster); several: one forward per view."""
         with torch.no_grad():
-            preds = [self.model(x)]
-            preds += [unview(self.model(view(x, k)), k) for k in range(5)]
-            target = torch.stack(preds).sigmoid().mean(0)
+            if x.shape[0] == 1 and x.shape[-1] == x.shape[-2]:
+                with per_image_statistics(self.model):
+                    out = self.model(torch.cat([x] + [view(x, k) for k in range(5)]))
+                preds = [out[:1]] + [unview(out[k + 1:k + 2], k) for k in range(5)]
+            else:
+                preds = [self.model(x)] + [unview(self.model(view(x, k)), k) for k in range(5)]
+            return torch.stack(preds).sigmoid().mean(0)
+
+    def pseudo_loss(self, x, x_aug=None):
+        target = self.pseudo_label(x)
         if x_aug is None:
             x_aug = strong_style(x, self.gen)
         return F.binary_cross_entropy_with_logits(self.model(x_aug), target)
