@@ -86,12 +86,14 @@ def main(argv=None):
           f"slices {statistics.median(diffs):.2f}); box-prompted mask Dice int8 vs fp32: median {statistics.median(dices):.3f}, "
           f"worst {min(dices):.3f}.", ""]
     ok = med[q] < med[base] and min(dices) >= 0.995
+    features = cpu_features() or "vector extensions not known"
     L += [f"Verdict: **{'a candidate' if ok else 'rejected'}**: " + (
         "faster, and masks agree to 0.995 on every slice; the whole-volume check would come next." if ok else
         ("slower than the exact route" if med[q] >= med[base] else "faster") + (
             "" if min(dices) >= 0.995 else f", and its masks move (worst Dice {min(dices):.3f} against fp32's)") +
-        f". This CPU: {cpu_features() or 'vector extensions not known'} (ONNX Runtime's int8 kernels gain "
-        "little without VNNI); the exact onnx route stays the default."), ""]
+        f". This CPU: {features} ("
+        + ("it has VNNI, the int8 dot-product instructions" if "VNNI" in features else
+           "no VNNI, where ONNX Runtime's int8 kernels gain little") + "); the exact onnx route stays the default."), ""]
     write_markdown(a.out, L)
     print("\n".join(L))
 
