@@ -52,7 +52,7 @@ _ISA_EXTRAS = (("avx512_bf16", "bf16"), ("avx512_vnni", "VNNI"), ("amx_tile", "A
 
 def cpu_features() -> str | None:
     """The CPU's family/model numbers and widest vector instruction set (from /proc/cpuinfo), e.g.
-    "family 26 model 2, AVX-512 (bf16, VNNI)"; None where /proc/cpuinfo is not there."""
+    "family 26, model 2, AVX-512 (bf16, VNNI)"; None where /proc/cpuinfo is not there."""
     try:
         info = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -217,8 +217,8 @@ def provenance_markdown(prov: dict) -> str:
              f"- software: Python {prov['python']} on {prov['os']}; "
              + ", ".join(f"{k} {v}" for k, v in prov["packages"].items()),
              f"- git: {g}"]
-    known = {"date", "command", "cpu", "cpu_features", "logical_cores", "usable_cores", "memory_gb", "load_avg_1_5min",
-             "torch_threads", "gpu", "python", "os", "packages", "git"}
+    known = {"date", "command", "cpu", "cpu_features", "logical_cores", "usable_cores", "memory_gb",
+             "load_avg_1_5min", "torch_threads", "gpu", "python", "os", "packages", "git"}
     lines += [f"- {k}: {v}" for k, v in prov.items() if k not in known]
     return "\n".join(lines)
 
@@ -257,5 +257,5 @@ def write_json(path, data, prov: dict | None = None, indent: int = 1) -> Path:
     return path
 
 
-__all__ = ["provenance", "provenance_markdown", "with_provenance", "write_markdown", "write_json", "cpu_model", "cpu_features",
-           "git_state", "command_line"]
+__all__ = ["provenance", "provenance_markdown", "with_provenance", "write_markdown", "write_json", "cpu_model",
+           "cpu_features", "git_state", "command_line"]

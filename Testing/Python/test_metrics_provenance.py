@@ -12,8 +12,8 @@ from medsegsuite.provenance import (command_line, cpu_features, cpu_model, prove
                                     write_json, write_markdown)
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"date", "command", "cpu", "cpu_features", "logical_cores", "usable_cores", "memory_gb", "load_avg_1_5min", "torch_threads",
-          "gpu", "python", "os", "packages", "git"}
+FIELDS = {"date", "command", "cpu", "cpu_features", "logical_cores", "usable_cores", "memory_gb", "load_avg_1_5min",
+          "torch_threads", "gpu", "python", "os", "packages", "git"}
 
 
 def test_provenance_has_the_measured_fields():

@@ -38,10 +38,12 @@ def use_test_statistics(model: nn.Module) -> nn.Module:
 
 @contextlib.contextmanager
 def per_image_statistics(model: nn.Module):
-    """Inside it, each train-mode BN layer normalises every image of a batch with that image's own
+    """Inside it, each BN layer that normalises with the batch's statistics and keeps no running ones (as
+    :func:`use_test_statistics` sets them) normalises every image of a batch with that image's own
     statistics (instance norm with the layer's γ/β), so one forward of k images computes what k forwards
-    of one image each would, to float rounding. Why: GraTa's pseudo label averages six views of one
-    image, each normalised by its own statistics; batched, the six run ~1.3x faster on a CPU."""
+    of one image each would, to float rounding. Other BN layers are left alone. Why: GraTa's pseudo label
+    averages six views of one image, each normalised by its own statistics; batched, the six run ~1.3x
+    faster on a CPU."""
     layers = [m for m in bn_layers(model) if m.training and not m.track_running_stats]
 
     def own(m):
