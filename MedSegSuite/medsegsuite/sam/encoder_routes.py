@@ -5,8 +5,8 @@ fp32 PyTorch module (differences are float rounding, checked when a route is bui
 
 - ``onnx``: exported with torch's TorchScript-based exporter (opset 17, one slice per call) and run in
   ONNX Runtime (the ``onnxruntime`` and ``onnx`` pins in requirements.txt). 1.4x fp32 on 2 AVX2
-  cores, 2.5x on 2 AVX-512 cores (benchmarks/results/cosam.md names the CPU's vector extensions).
-- ``script``: TorchScript trace + freeze in channels-last memory format. ~2.2x fp32.
+  cores, 2.5-2.9x on 2 AVX-512 cores (benchmarks/results/cosam.md names the CPU's vector extensions).
+- ``script``: TorchScript trace + freeze in channels-last memory format. 1.3x (AVX2) to 1.8x (AVX-512) fp32.
 - ``fp32``: the plain PyTorch module (always available; the user's fallback).
 - ``bf16``: bfloat16 weights and activations (NOT exact: mask IoU ~0.99 against fp32), so a
   backbone using it gets its own name (``<name>@bf16``) and its embeddings never mix with fp32 ones.
